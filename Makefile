@@ -1,0 +1,32 @@
+# arkpose: the two commands are `make ablations` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.arkpose-installed
+PY := $(VENV)/bin/python
+export ARKPOSE_THREADS ?= 2
+
+.PHONY: setup test ablations lint clean-venv
+
+setup: $(STAMP)
+
+# The stamp is rebuilt when the dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q numpy cython setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation --no-binary xtcocotools -e ".[notebooks,dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+ablations: $(STAMP)
+	$(VENV)/bin/arkpose ablate --preset quick
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check arkpose tests
+
+clean-venv:
+	rm -rf $(VENV)

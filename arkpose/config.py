@@ -1,0 +1,352 @@
+"""Configuration: plain dataclasses, named presets, ``key=value`` overrides, yaml io.
+
+One :class:`Config` describes a training run and its evaluation. Every Table 4 component
+is one boolean: ``model.guidance``, ``loss.tradeoff``, ``model.adaptive`` and
+``eval.learned_scoring``. A notebook parameter or a ``--set section.field=value`` flag
+maps to exactly one field; an unknown key fails with the list of valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how training samples are made (method.md §2, §4)."""
+
+    dataset: str = "synth"  # "synth" | "coco" | "crowdpose": picks the keypoint spec
+    root: str = "data/synthpose-quick"
+    train_ann: str = "annotations/person_keypoints_train.json"
+    train_images: str = "images/train"
+    val_ann: str = "annotations/person_keypoints_val.json"
+    val_images: str = "images/val"
+    input_size: int = 512  # square training crop, pixels
+    output_stride: int = 4
+    max_rotation: float = 30.0  # degrees, U(-r, r)
+    min_scale: float = 0.75
+    max_scale: float = 1.5
+    max_translate: float = 40.0  # pixels at a 512 crop; scaled with input_size
+    flip_prob: float = 0.5
+    sigma: float = 2.0  # keypoint heatmap sigma, grid pixels
+    center_sigma: float = 4.0
+    min_center_area: float = 32.0**2  # persons smaller get no center and no offsets
+    workers: int = 0  # DataLoader workers; 0 on shared 2-core CPUs
+    train_subset: int = 0  # 0 = all images
+    val_subset: int = 0  # 0 = all images
+
+
+@dataclass
+class ModelConfig:
+    """Network shape and the two model-side Table 4 switches (method.md §1)."""
+
+    backbone: str = "w32"  # "w32" | "w48" | "tiny-w16" | "nano-w16"
+    guidance: bool = True  # Table 4: regression head sees the heatmaps
+    adaptive: bool = True  # Table 4: adaptive (pixel-wise STN) units vs regular ones
+    heatmap_channels: int = 32  # width of the heatmap head's branches
+    regression_channels: int = 256  # width of the regression head's unit
+    heatmap_dilations: tuple[int, ...] = (1, 2, 3)
+    channels_last: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Heatmap and offset losses (method.md §2-3)."""
+
+    tradeoff: bool = True  # Table 4: down-weight the background of the heatmap loss
+    tradeoff_bg_weight: float = 0.1  # background weight when tradeoff is on (1.0 when off)
+    tradeoff_mask: str = "union"  # "union" (official) | "per_keypoint" (paper, DEKR)
+    offset_normaliser: str = "official"  # "official" 1/sqrt(w*h) | "paper" 1/sqrt(H^2+W^2)
+    offset_weight: float = 0.01  # lambda
+    smooth_l1_beta: float = 1.0 / 9.0
+
+    @property
+    def background_weight(self) -> float:
+        return self.tradeoff_bg_weight if self.tradeoff else 1.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (method.md §4)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 12  # per process
+    epochs: int = 140
+    # The paper drops at epochs 90 and 120 of 140; CPU presets keep the same fractions.
+    lr_drops: tuple[float, ...] = (90 / 140, 120 / 140)
+    lr_factor: float = 0.1
+    amp: str = "none"  # "none" | "bf16" | "fp16" (CUDA only)
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass
+class EvalConfig:
+    """Test-time options (method.md §5) and the validation during training."""
+
+    every: int = 1  # validate every N epochs (0 = never)
+    val_images: int = 0  # validation subset during training; 0 = all
+    test_size: int = 512  # short side of the test-time resize
+    flip: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    max_people: int = 30
+    center_threshold: float = 0.01
+    learned_scoring: bool = False  # Table 4: rank poses by the learned OKS predictor
+    scoring_mode: str = "official"  # "official": predicted OKS x mean joint score | "paper"
+    qualities: tuple[str, ...] = ("regression", "heatmap", "final")
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------------------------------
+# Presets
+
+
+def _cpu(name: str, root: str, epochs: int, backbone: str, size: int, batch: int) -> Config:
+    cfg = Config(name=name)
+    cfg.data = DataConfig(
+        root=root, input_size=size, max_translate=40.0 * size / 512
+    )
+    cfg.model = ModelConfig(
+        backbone=backbone, heatmap_channels=16, regression_channels=64
+    )
+    cfg.optim = OptimConfig(batch_size=batch, epochs=epochs)
+    cfg.eval = EvalConfig(every=max(1, epochs // 2), val_images=200, test_size=size)
+    return cfg
+
+
+def _smoke() -> Config:
+    cfg = _cpu("smoke", "data/synthpose-smoke", 2, "nano-w16", 128, 16)
+    cfg.data.train_subset = 64
+    cfg.eval.val_images = 16
+    return cfg
+
+
+def _quick() -> Config:
+    return _cpu("quick", "data/synthpose-quick", 10, "tiny-w16", 128, 16)
+
+
+def _full_cpu() -> Config:
+    return _cpu("full-cpu", "data/synthpose-full", 20, "tiny-w16", 256, 12)
+
+
+def _coco_w32() -> Config:
+    cfg = Config(name="coco-w32")
+    cfg.data = DataConfig(
+        dataset="coco",
+        root="data/coco",
+        train_ann="annotations/person_keypoints_train2017.json",
+        train_images="images/train2017",
+        val_ann="annotations/person_keypoints_val2017.json",
+        val_images="images/val2017",
+        workers=4,
+    )
+    return cfg
+
+
+def _coco_w48() -> Config:
+    cfg = _coco_w32()
+    cfg.name = "coco-w48"
+    cfg.data.input_size = 640
+    cfg.model.backbone = "w48"
+    cfg.model.heatmap_channels = 48
+    cfg.eval.test_size = 640
+    return cfg
+
+
+def _crowdpose_w32() -> Config:
+    cfg = Config(name="crowdpose-w32")
+    cfg.data = DataConfig(
+        dataset="crowdpose",
+        root="data/crowdpose",
+        train_ann="json/crowdpose_trainval.json",
+        train_images="images",
+        val_ann="json/crowdpose_test.json",
+        val_images="images",
+        workers=4,
+    )
+    cfg.optim = OptimConfig(batch_size=10, epochs=300, lr_drops=(200 / 300, 260 / 300))
+    return cfg
+
+
+PRESETS = {
+    "smoke": _smoke,
+    "quick": _quick,
+    "full-cpu": _full_cpu,
+    "coco-w32": _coco_w32,
+    "coco-w48": _coco_w48,
+    "crowdpose-w32": _crowdpose_w32,
+}
+
+# Presets whose data cannot be generated here: they need a --data directory from the user.
+REAL_DATA_PRESETS = ("coco-w32", "coco-w48", "crowdpose-w32")
+
+
+def preset(name: str) -> Config:
+    """A fresh copy of the named preset."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides and io
+
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """All ``section.field`` (and top-level) keys that :func:`apply_overrides` accepts."""
+    cfg = cfg or Config()
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _field_type(owner: Any, name: str) -> Any:
+    return typing.get_type_hints(type(owner))[name]
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true/false)")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn ``value`` (a string from the command line, or a yaml scalar/list) into ``hint``."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("boolean given")
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+            if isinstance(value, str):
+                parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+            else:
+                parts = list(value)
+            return tuple(_coerce(p, item, key) for p in parts)
+        if origin in (typing.Union, types.UnionType):
+            return value
+    except ValueError as err:
+        raise ConfigError(f"{key}: cannot read {value!r} as {getattr(hint, '__name__', hint)}: {err}")
+    raise ConfigError(f"{key}: unsupported field type {hint}")
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set ``cfg.<key>`` (``"model.adaptive"``, ``"seed"``) from a string or a python value."""
+    parts = key.split(".")
+    owner: Any = cfg
+    for part in parts[:-1]:
+        sub = getattr(owner, part, None)
+        if not dataclasses.is_dataclass(sub):
+            break
+        owner = sub
+    else:
+        name = parts[-1]
+        if name in {f.name for f in dataclasses.fields(owner)} and not dataclasses.is_dataclass(
+            getattr(owner, name)
+        ):
+            setattr(owner, name, _coerce(value, _field_type(owner, name), key))
+            return
+    raise ConfigError(
+        f"unknown config key {key!r}. Valid keys:\n  " + "\n  ".join(valid_keys(cfg))
+    )
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
+    """Apply ``["model.adaptive=false", ...]`` or ``{"model.adaptive": False}`` in place."""
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for key, value in items:
+        set_value(cfg, key, value)
+    return cfg
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like section.field=value")
+    return key.strip(), value
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of builtins (tuples become lists), for yaml/json and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def from_dict(data: dict) -> Config:
+    """Inverse of :func:`to_dict`; unknown keys fail with the list of valid keys."""
+    cfg = Config()
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return apply_overrides(cfg, flat)
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_yaml(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid yaml: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(data)
+
+
+def clone(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)

@@ -1,0 +1,53 @@
+"""Process-wide runtime settings: threads, seeds, device choice.
+
+``ARKPOSE_THREADS`` (default 2) is the one thread setting: it drives ``torch.set_num_threads``.
+On the shared 2-core machines this project targets, a second busy process slows 2-thread
+training 3-10x, so DataLoader workers default to 0 and nothing else spawns threads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+THREADS_ENV = "ARKPOSE_THREADS"
+DEFAULT_THREADS = 2
+
+
+def num_threads() -> int:
+    raw = os.environ.get(THREADS_ENV, str(DEFAULT_THREADS))
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV}={raw!r} is not an integer") from None
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV} must be >= 1, got {n}")
+    return n
+
+
+def configure_threads() -> int:
+    """Apply ``ARKPOSE_THREADS`` to torch; returns the number used."""
+    n = num_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available here")
+    return device

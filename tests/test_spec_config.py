@@ -1,0 +1,95 @@
+import pytest
+
+from arkpose import config, spec
+
+
+def test_builtin_specs():
+    assert spec.COCO.num_keypoints == 17 and spec.COCO.num_features == 74
+    assert spec.CROWDPOSE.num_keypoints == 14 and spec.CROWDPOSE.num_features == 59
+    for s in (spec.COCO, spec.CROWDPOSE):
+        flip = s.flip_index
+        assert [flip[flip[i]] for i in range(s.num_keypoints)] == list(range(s.num_keypoints))
+        assert "left" in s.keypoints[s.index("right_hip")].replace("right", "left")
+        assert s.keypoints[flip[s.index("left_wrist")]] == "right_wrist"
+    assert spec.get_spec("COCO") is spec.COCO
+    with pytest.raises(KeyError, match="crowdpose"):
+        spec.get_spec("mpii")
+
+
+def _coco_like(**changes):
+    fields = dict(
+        name="x", keypoints=("a", "b", "c"), flip_index=(0, 2, 1), limbs=((0, 1),),
+        skeleton=((0, 1),), sigmas=(0.1, 0.1, 0.1), torso=((1, 2),),
+    )
+    fields.update(changes)
+    return spec.KeypointSpec(**fields)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(flip_index=(1, 2, 0)), "involution"),
+        (dict(flip_index=(0, 0, 1)), "permutation"),
+        (dict(limbs=((0, 3),)), "out of range"),
+        (dict(sigmas=(0.1, 0.1)), "2 sigmas for 3 keypoints"),
+        (dict(torso=()), "torso"),
+    ],
+)
+def test_spec_validation(changes, message):
+    _coco_like()  # the unchanged spec is valid
+    with pytest.raises(spec.SpecError, match=message):
+        _coco_like(**changes)
+
+
+def test_coco_category_skeleton_is_one_based():
+    cat = spec.COCO.coco_category()
+    assert [16, 14] in cat["skeleton"] and len(cat["skeleton"]) == 19
+    assert cat["keypoints"][0] == "nose"
+
+
+def test_overrides_reach_every_section():
+    cfg = config.preset("quick")
+    config.apply_overrides(
+        cfg, ["model.adaptive=false", "loss.tradeoff=off", "eval.scales=0.5,1,2", "seed=7"]
+    )
+    assert cfg.model.adaptive is False and cfg.loss.background_weight == 1.0
+    assert cfg.eval.scales == (0.5, 1.0, 2.0) and cfg.seed == 7
+    config.apply_overrides(cfg, {"loss.tradeoff": True, "optim.lr": "3e-4"})
+    assert cfg.loss.background_weight == pytest.approx(0.1) and cfg.optim.lr == 3e-4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.adaptiv=false", "(?s)unknown config key 'model.adaptiv'.*model.adaptive"),
+        ("model=1", "unknown config key 'model'"),
+        ("optim.epochs=ten", "optim.epochs: cannot read 'ten'"),
+        ("model.guidance=maybe", "not a boolean"),
+        ("no_equals_sign", "must look like section.field=value"),
+    ],
+)
+def test_override_errors(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.apply_overrides(config.preset("smoke"), [override])
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(config.ConfigError, match="coco-w32"):
+        config.preset("fast")
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = config.apply_overrides(config.preset("coco-w48"), ["eval.flip=false"])
+    config.save_yaml(cfg, tmp_path / "c.yaml")
+    assert config.load_yaml(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("model:\n  widths: 3\n")
+    with pytest.raises(config.ConfigError, match="model.widths"):
+        config.load_yaml(tmp_path / "bad.yaml")
+
+
+def test_every_preset_builds_and_paper_schedule():
+    for name in config.PRESETS:
+        assert config.preset(name).name == name
+    coco = config.preset("coco-w32")
+    assert coco.optim.batch_size == 12 and coco.optim.epochs == 140
+    assert [round(f * 140) for f in coco.optim.lr_drops] == [90, 120]
