@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from arkpose.spec import KeypointSpec, get_spec
+
 
 class ConfigError(ValueError):
     """A configuration key or value that does not fit the schema."""
@@ -29,6 +31,7 @@ class DataConfig:
 
     dataset: str = "synth"  # "synth" | "coco" | "crowdpose": picks the keypoint spec
     root: str = "data/synthpose-quick"
+    synth_preset: str = "quick"  # SynthPose preset that generates `root` when missing; "" = real data
     train_ann: str = "annotations/person_keypoints_train.json"
     train_images: str = "images/train"
     val_ann: str = "annotations/person_keypoints_val.json"
@@ -47,6 +50,11 @@ class DataConfig:
     train_subset: int = 0  # 0 = all images
     val_subset: int = 0  # 0 = all images
 
+    @property
+    def spec(self) -> KeypointSpec:
+        """The keypoint layout of this dataset (SynthPose uses COCO's 17 keypoints)."""
+        return get_spec("crowdpose" if self.dataset == "crowdpose" else "coco")
+
 
 @dataclass
 class ModelConfig:
@@ -59,6 +67,10 @@ class ModelConfig:
     regression_channels: int = 256  # width of the regression head's unit
     heatmap_dilations: tuple[int, ...] = (1, 2, 3)
     channels_last: bool = True
+    # Backbone overrides; an empty tuple keeps the preset's value (arkpose.model.BACKBONES).
+    backbone_widths: tuple[int, ...] = ()  # 4 branch widths
+    backbone_modules: tuple[int, ...] = ()  # HR modules in stages 2, 3, 4
+    backbone_blocks: tuple[int, ...] = ()  # BasicBlocks per branch in stages 2, 3, 4
 
 
 @dataclass
@@ -124,13 +136,18 @@ class Config:
 # Presets
 
 
-def _cpu(name: str, root: str, epochs: int, backbone: str, size: int, batch: int) -> Config:
+def _cpu(name: str, synth: str, epochs: int, backbone: str, size: int, batch: int) -> Config:
     cfg = Config(name=name)
     cfg.data = DataConfig(
-        root=root, input_size=size, max_translate=40.0 * size / 512
+        root=f"data/synthpose-{synth}",
+        synth_preset=synth,
+        input_size=size,
+        max_translate=40.0 * size / 512,
     )
+    # Head widths per CPU backbone (arkpose/model/hrnet.py gives the resulting sizes).
+    heat, reg = {"nano-w16": (8, 24)}.get(backbone, (16, 48))
     cfg.model = ModelConfig(
-        backbone=backbone, heatmap_channels=16, regression_channels=64
+        backbone=backbone, heatmap_channels=heat, regression_channels=reg
     )
     cfg.optim = OptimConfig(batch_size=batch, epochs=epochs)
     cfg.eval = EvalConfig(every=max(1, epochs // 2), val_images=200, test_size=size)
@@ -138,18 +155,18 @@ def _cpu(name: str, root: str, epochs: int, backbone: str, size: int, batch: int
 
 
 def _smoke() -> Config:
-    cfg = _cpu("smoke", "data/synthpose-smoke", 2, "nano-w16", 128, 16)
+    cfg = _cpu("smoke", "smoke", 2, "nano-w16", 128, 16)
     cfg.data.train_subset = 64
     cfg.eval.val_images = 16
     return cfg
 
 
 def _quick() -> Config:
-    return _cpu("quick", "data/synthpose-quick", 10, "tiny-w16", 128, 16)
+    return _cpu("quick", "quick", 10, "tiny-w16", 128, 16)
 
 
 def _full_cpu() -> Config:
-    return _cpu("full-cpu", "data/synthpose-full", 20, "tiny-w16", 256, 12)
+    return _cpu("full-cpu", "full", 20, "tiny-w16", 256, 12)
 
 
 def _coco_w32() -> Config:
@@ -157,6 +174,7 @@ def _coco_w32() -> Config:
     cfg.data = DataConfig(
         dataset="coco",
         root="data/coco",
+        synth_preset="",
         train_ann="annotations/person_keypoints_train2017.json",
         train_images="images/train2017",
         val_ann="annotations/person_keypoints_val2017.json",
@@ -181,6 +199,7 @@ def _crowdpose_w32() -> Config:
     cfg.data = DataConfig(
         dataset="crowdpose",
         root="data/crowdpose",
+        synth_preset="",
         train_ann="json/crowdpose_trainval.json",
         train_images="images",
         val_ann="json/crowdpose_test.json",

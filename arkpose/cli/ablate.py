@@ -1,0 +1,74 @@
+"""``arkpose ablate``: run an ablation definition end to end and execute its notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from arkpose import ablate, runtime
+from arkpose.config import PRESETS
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ("table4.ipynb",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arkpose ablate",
+        description="Train every row of an ablation, evaluate the three qualities, run the "
+        "error analysis and execute the report notebooks into reports/.",
+    )
+    parser.add_argument("--ablation", default=str(REPO / "ablations" / "table4.yaml"),
+                        help="ablation definition (yaml); default: the paper's Table 4")
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                        help="training preset every row starts from (default: quick)")
+    parser.add_argument("--data", default=None,
+                        help="dataset root (default: the preset's; SynthPose is generated)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for every row (repeatable)")
+    parser.add_argument("--runs", default="runs/ablations", help="where the runs go")
+    parser.add_argument("--reports", default="reports", help="where the reports go")
+    parser.add_argument("--max-val-images", type=int, default=0,
+                        help="evaluate on the first N validation images (0 = all)")
+    parser.add_argument("--no-analysis", action="store_true", help="skip the error analysis")
+    parser.add_argument("--no-notebooks", action="store_true", help="skip the report notebooks")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    runtime.configure_threads()
+    definition = ablate.load_ablation(args.ablation)
+    table = ablate.run_ablation(
+        definition,
+        args.preset,
+        runs_dir=args.runs,
+        overrides=args.overrides,
+        data_root=args.data,
+        max_val_images=args.max_val_images,
+        analyse=not args.no_analysis,
+    )
+    run_root = Path(args.runs) / f"{definition.name}-{args.preset}"
+    columns = [c for c in table.columns if c.endswith("_AP")]
+    print(table.set_index("row")[columns].mul(100).round(1).to_string())
+    print(f"\nruns: {run_root}")
+    if not args.no_notebooks:
+        report_dir = Path(args.reports) / f"{definition.name}-{args.preset}"
+        for name in NOTEBOOKS:
+            target = ablate.execute_notebook(
+                REPO / "notebooks" / name,
+                report_dir / name,
+                {
+                    "run_root": str(run_root.resolve()),
+                    "report_dir": str(report_dir.resolve()),
+                    "paper_csv": str(REPO / "ablations" / "paper_numbers.csv"),
+                    "analysis": not args.no_analysis,
+                },
+            )
+            print(f"report: {target.with_suffix('.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
