@@ -145,10 +145,10 @@ CROWDPOSE = KeypointSpec(
         "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
     ),
     flip_index=(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12, 13),
-    # 15 limbs -> 3 * 15 + 14 = 59 scoring features, as the official CrowdPose scorer.
+    # The official CrowdPose scorer's 15 limbs in its order: 3 * 15 + 14 = 59 features.
     limbs=(
-        (12, 13), (13, 0), (13, 1), (0, 1), (0, 2), (2, 4), (1, 3), (3, 5),
-        (0, 6), (1, 7), (6, 7), (6, 8), (8, 10), (7, 9), (9, 11),
+        (12, 13), (13, 0), (13, 1), (0, 2), (1, 3), (2, 4), (3, 5), (0, 6), (1, 7), (6, 8),
+        (7, 9), (8, 10), (9, 11), (6, 7), (0, 1),
     ),
     skeleton=(
         (12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7),

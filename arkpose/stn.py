@@ -1,0 +1,90 @@
+"""What the adaptive units learned: per-pixel transforms read at persons (paper Fig. 3).
+
+An adaptive unit predicts, at every grid pixel, a 2x2 matrix ``T = [[t0, t1], [t2, t3]]``
+acting on the tap offsets ``(dy, dx)`` of its 3x3 kernel (arkpose.model.adaptive). If the
+unit adapts to the person, T at the person's center should rotate with the body and grow
+with its size. These functions read T at given points and split it into a rotation and a
+scale in image terms (x right, y down, positive angles clockwise on screen: the convention
+of SynthPose's ``rotation_deg``), so notebooks can set them against the ground truth.
+
+Pure tensor functions: no file I/O, no model code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from arkpose.model.adaptive import sampling_positions
+
+
+def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear read of ``maps`` at float grid points.
+
+    maps: (C, h, w); points: (P, 2) grid (x, y), pixel centres at integers, clamped to the
+    map. Returns (P, C).
+    """
+    _, h, w = maps.shape
+    x = points[:, 0].clamp(0, w - 1)
+    y = points[:, 1].clamp(0, h - 1)
+    x0 = x.floor().long().clamp(max=w - 2) if w > 1 else x.floor().long()
+    y0 = y.floor().long().clamp(max=h - 2) if h > 1 else y.floor().long()
+    x1 = (x0 + 1).clamp(max=w - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    fx = (x - x0.to(x.dtype))[:, None]
+    fy = (y - y0.to(y.dtype))[:, None]
+    top = maps[:, y0, x0].T * (1 - fx) + maps[:, y0, x1].T * fx
+    bottom = maps[:, y1, x0].T * (1 - fx) + maps[:, y1, x1].T * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def decompose(transform: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rotation and scale of per-point transforms.
+
+    transform: (..., 4) = (t0, t1, t2, t3), T acting on (dy, dx). In (dx, dy) order the
+    matrix is M = [[t3, t2], [t1, t0]]; its closest rotation (polar decomposition) has angle
+    atan2(m10 − m01, m00 + m11) = atan2(t1 − t2, t0 + t3).
+
+    Returns ``rotation_deg`` (...) in (−180, 180], clockwise on screen positive;
+    ``scale`` (...) = sqrt(|det T|), the area-preserving size factor of the sampling grid;
+    ``anisotropy`` (...) = ratio of T's singular values (≥ 1; 1 for a similarity);
+    ``reflection`` (...) bool, det T < 0.
+    """
+    t0, t1, t2, t3 = transform.unbind(-1)
+    det = t0 * t3 - t1 * t2
+    rotation = torch.rad2deg(torch.atan2(t1 - t2, t0 + t3))
+    # Singular values of a 2x2 matrix from its Frobenius norm and determinant.
+    fro2 = t0**2 + t1**2 + t2**2 + t3**2
+    root = torch.sqrt(torch.clamp(fro2**2 - 4 * det**2, min=0))
+    s_max = torch.sqrt((fro2 + root) / 2)
+    s_min = torch.sqrt(torch.clamp((fro2 - root) / 2, min=0))
+    return {
+        "rotation_deg": rotation,
+        "scale": det.abs().sqrt(),
+        "anisotropy": s_max / s_min.clamp(min=1e-12),
+        "reflection": det < 0,
+    }
+
+
+def taps_at(transform: torch.Tensor, points: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    """The 9 sampling positions of an adaptive conv at given grid pixels (Fig. 3).
+
+    transform: (4, h, w) one image's T map; points: (P, 2) grid (x, y), rounded to the
+    nearest pixel (the positions belong to output pixels). Returns (P, 9, 2) grid (x, y).
+    """
+    _, h, w = transform.shape
+    ys, xs = sampling_positions(transform[None], dilation)  # (1, h, w, 9) each
+    px = points[:, 0].round().long().clamp(0, w - 1)
+    py = points[:, 1].round().long().clamp(0, h - 1)
+    return torch.stack([xs[0, py, px], ys[0, py, px]], -1)
+
+
+def circular_correlation(a_deg: torch.Tensor, b_deg: torch.Tensor) -> float:
+    """Circular correlation coefficient (Jammalamadaka-SenGupta) of two angle samples."""
+    a, b = torch.deg2rad(a_deg.double()), torch.deg2rad(b_deg.double())
+    mean_a = torch.atan2(torch.sin(a).mean(), torch.cos(a).mean())
+    mean_b = torch.atan2(torch.sin(b).mean(), torch.cos(b).mean())
+    sa, sb = torch.sin(a - mean_a), torch.sin(b - mean_b)
+    denom = math.sqrt(float((sa**2).sum() * (sb**2).sum()))
+    return float((sa * sb).sum() / denom) if denom > 0 else float("nan")
