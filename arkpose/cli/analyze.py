@@ -1,0 +1,56 @@
+"""``arkpose analyze``: Ronchi-Perona error analysis of a keypoint detections json.
+
+Writes DIR/analysis.json (every number) and, unless --no-plots, the figures as PNG and
+PDF, then prints a short summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arkpose analyze", description=__doc__.splitlines()[0])
+    p.add_argument("--gt", required=True, help="COCO keypoint ground-truth json")
+    p.add_argument("--dt", required=True, help="detections json (COCO results list)")
+    p.add_argument("--out", default="analysis", help="output directory (default: ./analysis)")
+    p.add_argument("--name", default=None, help="model name for titles (default: dt file stem)")
+    p.add_argument("--no-plots", action="store_true", help="numbers only")
+    p.add_argument("--no-benchmarks", action="store_true",
+                   help="skip the occlusion x crowding and size studies")
+    p.add_argument("--compat", choices=("coco-analyze", "fixed"), default="coco-analyze",
+                   help="coco-analyze: the tool's numbers, quirks included (default); "
+                        "fixed: quirks corrected, official COCO area ranges")
+    p.add_argument("--spec", choices=("coco", "crowdpose"), default="coco", help="keypoint layout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from arkpose.analysis import analyze
+    from arkpose.analysis.data import AnalysisInputError
+    from arkpose.spec import get_spec
+
+    name = args.name or Path(args.dt).stem
+    try:
+        result = analyze(args.gt, args.dt, spec=get_spec(args.spec), compat=args.compat,
+                         name=name, benchmarks=not args.no_benchmarks)
+    except (FileNotFoundError, AnalysisInputError) as err:
+        print(f"arkpose analyze: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "analysis.json")
+    written = [out / "analysis.json"]
+    if not args.no_plots:
+        from arkpose.analysis.plots import save_all
+        written += save_all(result, out)
+    print(result.summary_table())
+    print(f"wrote {len(written)} files to {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
