@@ -14,6 +14,7 @@ for scoring rows, ``scorer.pt``; ``<runs>/<ablation>-<preset>/summary.csv`` coll
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,7 +358,7 @@ def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
 
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return "–" if v != v else f"{v:.{digits}f}"
+            return "–" if math.isnan(v) else f"{v:.{digits}f}"
         return str(v)
 
     rows = ["| " + " | ".join(cell(v) for v in rec) + " |" for rec in frame.itertuples(index=False)]

@@ -7,16 +7,21 @@ with its size. These functions read T at given points and split it into a rotati
 scale in image terms (x right, y down, positive angles clockwise on screen: the convention
 of SynthPose's ``rotation_deg``), so notebooks can set them against the ground truth.
 
-Pure tensor functions: no file I/O, no model code.
+:func:`probe` runs a model once on an image to read them; everything else is a pure tensor
+function. No file I/O.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from arkpose.data.transforms import normalize, resize_for_test
 from arkpose.model.adaptive import sampling_positions
+
+STRIDE = 4  # output grid stride: grid coordinate u is input coordinate 4u
 
 
 def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -88,3 +93,96 @@ def circular_correlation(a_deg: torch.Tensor, b_deg: torch.Tensor) -> float:
     sa, sb = torch.sin(a - mean_a), torch.sin(b - mean_b)
     denom = math.sqrt(float((sa**2).sum() * (sb**2).sum()))
     return float((sa * sb).sum() / denom) if denom > 0 else float("nan")
+
+
+@torch.no_grad()
+def probe(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    points: torch.Tensor,
+    *,
+    unit: str = "regression.t1",
+    dilation: int = 1,
+    test_size: int = 512,
+) -> dict[str, torch.Tensor]:
+    """Read one adaptive unit's transforms at given points of an image.
+
+    image: uint8 (H, W, 3); points: (P, 2) original-image pixels (x, y), e.g. person
+    centers. The image goes through the test-time resize (method.md §5.1), no flip.
+    ``unit`` names a key of the model's ``transforms`` output (``"regression.t1"``,
+    ``"heatmap.0.t2"``, ...); ``dilation`` is that unit's (1 for the regression unit).
+
+    Returns ``transform`` (P, 4) (T bilinearly read at the points), ``taps`` (P, 9, 2)
+    (the 9 sampling positions of the output pixel nearest each point, original pixels),
+    and the :func:`decompose` fields (P,) each.
+    """
+    resized, info = resize_for_test(image, test_size)
+    device = next(model.parameters()).device
+    out = model(normalize(resized)[None].to(device), return_transforms=True)
+    transforms = out["transforms"]
+    if unit not in transforms:
+        raise KeyError(
+            f"model has no adaptive unit {unit!r}; it has {sorted(transforms) or 'none'} "
+            "(regular units have no transforms: was the model trained with model.adaptive=false?)"
+        )
+    t = transforms[unit][0].float().cpu()
+    grid = info.to_resized(points.double()).float() / STRIDE
+    taps = info.to_original(taps_at(t, grid, dilation).double() * STRIDE).float()
+    values = values_at(t, grid)
+    return {"transform": values, "taps": taps, **decompose(values)}
+
+
+def person_transforms(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    max_images: int = 200,
+    unit: str = "regression.t1",
+    test_size: int = 512,
+    min_keypoints: int = 1,
+    progress: bool = True,
+):
+    """One row per labelled person of ``dataset``: the learned T at its center next to the
+    annotation's own geometry (SynthPose's ``synth`` record, when present).
+
+    dataset: an :class:`arkpose.data.coco.KeypointDataset` (raw samples). Centers are the
+    training centers (mean of the labelled keypoints). Returns a pandas DataFrame with
+    ``image_id, ann_id, center_x, center_y, num_keypoints, rotation_deg, scale,
+    anisotropy`` (learned) and, for SynthPose, ``true_rotation_deg, true_height_px,
+    facing``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from arkpose.targets import person_centers
+
+    rows = []
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    for index in tqdm(range(count), desc="transforms", disable=not progress):
+        anns = [
+            a for a in dataset.annotations(index)
+            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) >= min_keypoints
+        ]
+        if not anns:
+            continue
+        k = len(anns[0]["keypoints"]) // 3
+        kps = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, k, 3)
+        boxes = np.array([a["bbox"] for a in anns], np.float64)
+        centers = torch.from_numpy(person_centers(kps, boxes))
+        found = probe(model, dataset.load_image(index), centers, unit=unit, test_size=test_size)
+        for i, ann in enumerate(anns):
+            synth = ann.get("synth", {})
+            rows.append({
+                "image_id": ann["image_id"],
+                "ann_id": ann.get("id"),
+                "center_x": float(centers[i, 0]),
+                "center_y": float(centers[i, 1]),
+                "num_keypoints": int(ann["num_keypoints"]),
+                "rotation_deg": float(found["rotation_deg"][i]),
+                "scale": float(found["scale"][i]),
+                "anisotropy": float(found["anisotropy"][i]),
+                "true_rotation_deg": synth.get("rotation_deg", np.nan),
+                "true_height_px": synth.get("height_px", np.nan),
+                "facing": synth.get("facing"),
+            })
+    return pd.DataFrame(rows)

@@ -178,6 +178,34 @@ def draw_offsets(
     return np.asarray(out)
 
 
+def draw_sampling_positions(
+    image: np.ndarray,
+    taps: np.ndarray | torch.Tensor,
+    centers: np.ndarray | torch.Tensor,
+    *,
+    radius: int = 2,
+) -> np.ndarray:
+    """The 9 sampling positions of an adaptive conv at each center (paper Fig. 3).
+
+    taps: ``(P, 9, 2)`` image pixels (x, y), row-major 3x3 taps (arkpose.stn.probe);
+    centers: ``(P, 2)``. The taps are joined as the deformed 3x3 grid (rows and columns),
+    so rotation, scale and shear of the learned transform are visible at a glance; the
+    first tap (top-left of the regular grid) is drawn larger to show the orientation.
+    """
+    img = Image.fromarray(_rgb(image))
+    draw = ImageDraw.Draw(img)
+    grid_taps = _np(taps).reshape(-1, 3, 3, 2)
+    for person, c in zip(grid_taps, _np(centers).reshape(-1, 2)):
+        for line in [*person, *person.transpose(1, 0, 2)]:  # rows, then columns
+            draw.line([tuple(p) for p in line], fill=LEFT, width=1)
+        for i, (x, y) in enumerate(person.reshape(9, 2)):
+            r = radius + (1 if i == 0 else 0)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=RIGHT if i == 0 else LEFT)
+        cx, cy = c
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=CENTER)
+    return np.asarray(img)
+
+
 def draw_targets(
     image: np.ndarray, targets: Mapping[str, np.ndarray | torch.Tensor], spec: KeypointSpec,
     keypoints: np.ndarray | None = None,

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,58 @@ def test_circular_correlation():
     a = torch.tensor([-170.0, -90, -20, 0, 45, 120, 175])
     assert stn.circular_correlation(a, a) == pytest.approx(1.0)
     assert stn.circular_correlation(a, -a) == pytest.approx(-1.0)
+
+
+def test_probe_reads_the_regression_unit_of_a_model():
+    from arkpose.config import ModelConfig
+    from arkpose.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(backbone="nano-w16", heatmap_channels=8, regression_channels=16), 17
+    ).eval()
+    # Give the regression unit's first transform a known constant T: a 90° turn, scale 2.
+    tconv = dict(model.named_modules())["regression_head.unit.tconv1"]
+    with torch.no_grad():
+        tconv.weight.zero_()
+        tconv.bias.copy_(_t_from_image_rotation(90, 2.0))
+    image = np.zeros((96, 128, 3), np.uint8)
+    centers = torch.tensor([[40.0, 50.0], [100.0, 20.0]])
+    out = stn.probe(model, image, centers, test_size=64)
+    assert out["rotation_deg"].tolist() == pytest.approx([90.0, 90.0], abs=1e-3)
+    assert out["scale"].tolist() == pytest.approx([2.0, 2.0], rel=1e-4)
+    # Taps span 2 grid pixels per unit offset: 8 resized px, i.e. 8 * 96/64 = 12 original px.
+    spread = out["taps"][:, :, 0].amax(1) - out["taps"][:, :, 0].amin(1)
+    assert spread.tolist() == pytest.approx([24.0, 24.0], abs=1e-3)
+    with pytest.raises(KeyError, match="no adaptive unit 'regression.t9'"):
+        stn.probe(model, image, centers, unit="regression.t9", test_size=64)
+
+
+def test_person_transforms_table_on_synthpose(synth_dir, tmp_path):
+    from arkpose import viz
+    from arkpose.config import ModelConfig
+    from arkpose.data.coco import KeypointDataset
+    from arkpose.model import build_model
+    from arkpose.spec import COCO
+
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(backbone="nano-w16", heatmap_channels=8, regression_channels=16), 17
+    ).eval()
+    ds = KeypointDataset(
+        synth_dir / "annotations/person_keypoints_val.json", synth_dir / "images/val", COCO
+    )
+    table = stn.person_transforms(model, ds, max_images=4, test_size=128, progress=False)
+    labelled = sum(
+        1 for i in range(4) for a in ds.annotations(i)
+        if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) >= 1
+    )
+    assert len(table) == labelled > 0
+    # Untrained: the tconvs start at zero, so every T is 0 (scale 0), as initialised.
+    assert (table["scale"] == 0).all()
+    assert table["true_height_px"].notna().all() and table["facing"].notna().all()
+    # The drawing marks the taps.
+    image = np.zeros((64, 64, 3), np.uint8)
+    taps = torch.tensor([[[x, y] for y in (20.0, 30, 40) for x in (20.0, 30, 40)]])
+    drawn = viz.draw_sampling_positions(image, taps, torch.tensor([[30.0, 30.0]]))
+    assert drawn[40, 40].any() and drawn[30, 30].any() and not drawn[5, 5].any()

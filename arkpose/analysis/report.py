@@ -84,6 +84,15 @@ class AnalysisResult:
             Path(path).write_text(text)
         return text
 
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "AnalysisResult":
+        """Read back what :meth:`to_json` wrote (lists stay lists; null is None -> NaN in
+        :meth:`ap` and the plots), so reports can be redrawn without recomputing."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            text = Path(path_or_text).read_text()
+        return cls(**json.loads(text))
+
     def summary_table(self) -> str:
         """A short text table: AP per step (cumulative) and isolated improvements."""
         head = (f"{self.name}  ({self.spec}, compat={self.compat}, {self.counts['images']} images, "

@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from arkpose import ablate, runtime
+from arkpose import ablate, config, runtime
 from arkpose.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("table4.ipynb",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,17 +54,25 @@ def main(argv: list[str]) -> int:
     print(f"\nruns: {run_root}")
     if not args.no_notebooks:
         report_dir = Path(args.reports) / f"{definition.name}-{args.preset}"
-        for name in NOTEBOOKS:
-            target = ablate.execute_notebook(
-                REPO / "notebooks" / name,
-                report_dir / name,
-                {
-                    "run_root": str(run_root.resolve()),
-                    "report_dir": str(report_dir.resolve()),
-                    "paper_csv": str(REPO / "ablations" / "paper_numbers.csv"),
-                    "analysis": not args.no_analysis,
-                },
-            )
+        params = {
+            "run_root": str(run_root.resolve()),
+            "report_dir": str(report_dir.resolve()),
+            "paper_csv": str(REPO / "ablations" / "paper_numbers.csv"),
+            "analysis": not args.no_analysis,
+        }
+        notebooks = ["table4.ipynb"]
+        if not args.no_analysis:
+            notebooks.append("error_analysis.ipynb")
+        base = config.preset(args.preset)
+        adaptive_rows = [
+            r.name for r in definition.rows
+            if r.reuse is None and ablate.row_config(base, r, args.overrides).model.adaptive
+        ]
+        if adaptive_rows:  # Fig. 3 needs a model with adaptive units
+            notebooks.append("stn_sampling.ipynb")
+            params["row"] = adaptive_rows[-1]
+        for name in notebooks:
+            target = ablate.execute_notebook(REPO / "notebooks" / name, report_dir / name, params)
             print(f"report: {target.with_suffix('.html')}")
     return 0
 
