@@ -1,0 +1,117 @@
+"""``arkpose eval``: evaluate a checkpoint on its validation set, per quality.
+
+    arkpose eval --checkpoint RUN/best.pt [--data DIR] [--flip | --no-flip]
+                 [--scales 1 | 0.5,1,2] [--quality regression,heatmap,final]
+                 [--scorer RUN/scorer.pt] [--out DIR] [--max-images N]
+
+Writes ``OUT/<quality>/detections.json``, ``OUT/<quality>/metrics.json`` and
+``OUT/metrics.json`` (every quality of the run; default OUT: ``eval/`` next to the
+checkpoint) and prints one row of COCO / CrowdPose stats per quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+QUALITIES = ("regression", "heatmap", "final")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes numbers like 1 or 0.5,1,2, not {text!r}")
+    if not scales or any(s <= 0 for s in scales):
+        raise argparse.ArgumentTypeError(f"--scales needs positive numbers, got {text!r}")
+    return scales
+
+
+def _qualities(text: str) -> tuple[str, ...]:
+    qs = tuple(q.strip() for q in text.split(",") if q.strip())
+    bad = [q for q in qs if q not in QUALITIES]
+    if bad or not qs:
+        raise argparse.ArgumentTypeError(
+            f"--quality takes a comma list of {', '.join(QUALITIES)}; got {text!r}")
+    return qs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="arkpose eval",
+        description="Evaluate a checkpoint: regression / heatmap / final quality (Table 4).",
+    )
+    p.add_argument("--checkpoint", required=True, help="pose checkpoint, e.g. runs/quick/best.pt")
+    p.add_argument("--data", default=None,
+                   help="dataset root (default: the checkpoint config's data.root)")
+    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--flip", dest="flip", action="store_true", default=None,
+                   help="flip test (default: the checkpoint config's eval.flip)")
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--scales", type=_scales, default=None,
+                   help="test scales, e.g. 1 or 0.5,1,2 (default: eval.scales)")
+    p.add_argument("--quality", type=_qualities, default=QUALITIES,
+                   help="comma list of regression,heatmap,final (default: all three)")
+    p.add_argument("--scorer", default=None,
+                   help="learned scoring net from `arkpose rescore` (ranks the final poses)")
+    p.add_argument("--scoring-mode", default=None, choices=("official", "paper"),
+                   help="with --scorer: official = predicted OKS x mean joint score, "
+                        "paper = predicted OKS (default: eval.scoring_mode)")
+    p.add_argument("--out", default=None, help="output folder (default: eval/ next to the checkpoint)")
+    p.add_argument("--max-images", type=int, default=0, help="first N images only (0 = all)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_images < 0:
+        print("arkpose eval: --max-images must be >= 0", file=sys.stderr)
+        return 2
+    from arkpose import evaluate, runtime
+    from arkpose.checkpoint import CheckpointError, load_model
+    from arkpose.data import DatasetError
+
+    runtime.configure_threads()
+    try:
+        model, cfg = load_model(args.checkpoint, device=runtime.resolve_device(args.device))
+    except (CheckpointError, FileNotFoundError) as err:
+        print(f"arkpose eval: {err}", file=sys.stderr)
+        return 1
+    if args.data is not None:
+        cfg.data.root = args.data
+    score_fn = None
+    if args.scorer is not None:
+        from arkpose import rescore
+
+        mode = args.scoring_mode or cfg.eval.scoring_mode
+        try:
+            score_fn = rescore.load_score_fn(args.scorer, cfg.data.spec, mode)
+        except (OSError, ValueError, RuntimeError) as err:
+            print(f"arkpose eval: cannot use scorer {args.scorer}: {err}", file=sys.stderr)
+            return 1
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
+    try:
+        results = evaluate.evaluate_model(
+            model, cfg, split=args.split, qualities=args.quality, max_images=args.max_images,
+            out_dir=out, score_fn=score_fn, progress=not args.no_progress,
+            flip=args.flip, scales=args.scales,
+        )
+    except (DatasetError, evaluate.EvaluationError, FileNotFoundError) as err:
+        print(f"arkpose eval: {err}", file=sys.stderr)
+        return 1
+    # One file with every quality of this run, next to the per-quality folders.
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out / "metrics.json")
+    print(evaluate.format_table(results))
+    print(f"detections and metrics written under {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,285 @@
+"""COCO / CrowdPose keypoint evaluation and the three qualities of Table 4 (method.md §7).
+
+Reported numbers come from the reference libraries, never from a re-implementation of
+the OKS matching: pycocotools ``COCOeval(iouType="keypoints")`` for COCO-layout specs and
+xtcocotools ``COCOeval(iouType="keypoints_crowd", sigmas, use_area=False)`` for
+CrowdPose (AP easy / medium / hard by crowd index). Their console output is captured.
+
+Qualities (see docs/inference.md):
+
+- ``regression``: the regressed poses at the detected centers (method.md §5.6), as is;
+- ``heatmap``: keypoints found on the heatmaps, grouped with the ground-truth poses as
+  the cue (:func:`arkpose.grouping.heatmap_poses`: each labelled ground-truth joint takes
+  the nearest heatmap candidate of its type, whatever the distance; no ground-truth
+  position is ever copied into a prediction);
+- ``final``: the whole pipeline (absorb, refinement, scoring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arkpose.spec import KeypointSpec
+
+COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+CROWDPOSE_STATS = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+
+
+class EvaluationError(ValueError):
+    """Detections or ground truth that the evaluator cannot take."""
+
+
+def stat_names(spec: KeypointSpec) -> tuple[str, ...]:
+    """Names of the stats :func:`evaluate` returns for ``spec``, in the library's order."""
+    return CROWDPOSE_STATS if spec.iou_type == "keypoints_crowd" else COCO_STATS
+
+
+def _api(spec: KeypointSpec):
+    """(COCO, COCOeval) classes: xtcocotools for CrowdPose, pycocotools otherwise."""
+    if spec.iou_type == "keypoints_crowd":
+        from xtcocotools.coco import COCO
+        from xtcocotools.cocoeval import COCOeval
+    else:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    return COCO, COCOeval
+
+
+def _quiet():
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def load_gt(gt: Any) -> dict:
+    """Ground-truth json as a dict, from a path, a dict or a (py/xt)cocotools COCO object."""
+    if hasattr(gt, "dataset") and hasattr(gt, "getImgIds"):
+        gt = gt.dataset
+    if isinstance(gt, (str, os.PathLike)):
+        path = Path(gt)
+        if not path.is_file():
+            raise FileNotFoundError(f"ground-truth annotation file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EvaluationError(f"{path} is not valid json: {err}") from None
+    elif isinstance(gt, Mapping):
+        data = dict(gt)
+    else:
+        raise TypeError(f"ground truth must be a path, a json dict or a COCO object, not {type(gt)}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise EvaluationError(f"ground truth has no {key!r} list (not a COCO keypoint file)")
+    return data
+
+
+def _gt_api(data: dict, spec: KeypointSpec, image_ids: list[int] | None, tmp: Path):
+    """The evaluator's COCO object for ``data`` restricted to ``image_ids``.
+
+    xtcocotools splits easy/medium/hard by re-reading the ground-truth *file* (and over
+    all its images), so CrowdPose ground truth always goes through a (filtered) file.
+    """
+    COCO, _ = _api(spec)
+    if image_ids is not None:
+        keep = set(image_ids)
+        data = {**data, "images": [im for im in data["images"] if im["id"] in keep],
+                "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
+    if spec.iou_type == "keypoints_crowd":
+        missing = [im["id"] for im in data["images"] if "crowdIndex" not in im]
+        if missing:
+            raise EvaluationError(
+                f"CrowdPose evaluation needs each image's 'crowdIndex'; image {missing[0]} has none"
+            )
+        path = tmp / "gt.json"
+        path.write_text(json.dumps(data))
+        with _quiet():
+            return COCO(str(path))
+    coco = COCO()
+    coco.dataset = copy.deepcopy(data)
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def _load_detections(detections: Any) -> list[dict]:
+    if isinstance(detections, (str, os.PathLike)):
+        path = Path(detections)
+        if not path.is_file():
+            raise FileNotFoundError(f"detections file {path} does not exist")
+        try:
+            detections = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EvaluationError(f"{path} is not valid json: {err}") from None
+    if not isinstance(detections, list):
+        raise EvaluationError("detections must be a list of COCO result dicts")
+    return copy.deepcopy(detections)  # loadRes writes ids and areas into them
+
+
+def _check_detections(dets: list[dict], known: set, spec: KeypointSpec) -> None:
+    k3 = 3 * spec.num_keypoints
+    for i, d in enumerate(dets):
+        for key in ("image_id", "keypoints", "score"):
+            if key not in d:
+                raise EvaluationError(f"detection {i} has no {key!r} field")
+        if d["image_id"] not in known:
+            raise EvaluationError(
+                f"detection {i} is for image_id {d['image_id']}, which the evaluated ground "
+                "truth lacks"
+            )
+        if len(d["keypoints"]) != k3:
+            raise EvaluationError(
+                f"detection {i} has {len(d['keypoints'])} keypoint values; spec "
+                f"{spec.name!r} needs {k3} (x, y, score per joint)"
+            )
+        d.setdefault("category_id", 1)
+
+
+def _empty_results(gt):
+    """A result set with no detection (``loadRes`` cannot take an empty list)."""
+    res = type(gt)()
+    res.dataset = {"images": list(gt.dataset["images"]), "annotations": [],
+                   "categories": copy.deepcopy(gt.dataset["categories"])}
+    with _quiet():
+        res.createIndex()
+    if hasattr(gt, "anno_file") and len(gt.anno_file) == 1:
+        gt.anno_file.append(None)  # xtcocotools unpacks (gt file, result file)
+    return res
+
+
+def evaluate(
+    gt: Any,
+    detections: Any,
+    spec: KeypointSpec,
+    *,
+    image_ids: Iterable[int] | None = None,
+) -> dict[str, float]:
+    """All keypoint stats of ``detections`` against ``gt``.
+
+    Args:
+        gt: annotation file path, its json dict, or a COCO object.
+        detections: list of COCO result dicts (``image_id``, ``keypoints`` 3K, ``score``,
+            optional ``category_id``) or a json file of them. Empty: every AP/AR is 0
+            where the ground truth has persons (the library's -1 where it has none).
+        spec: picks the evaluator (``spec.iou_type``), the OKS sigmas and ``use_area``.
+        image_ids: evaluate on these images only (e.g. the first N of a val set).
+
+    Returns:
+        ``{name: value}`` in the library's order: COCO ``AP, AP50, AP75, APm, APl, AR,
+        AR50, AR75, ARm, ARl``; CrowdPose ``AP, AP50, AP75, AR, AR50, AR75, AP_easy,
+        AP_medium, AP_hard``.
+    """
+    _, COCOeval = _api(spec)
+    data = load_gt(gt)
+    known = {im["id"] for im in data["images"]}
+    ids = None
+    if image_ids is not None:
+        ids = sorted({int(i) for i in image_ids})
+        unknown = set(ids) - known
+        if unknown:
+            raise EvaluationError(f"image ids {sorted(unknown)[:5]} are not in the ground truth")
+    dets = _load_detections(detections)
+    _check_detections(dets, set(ids) if ids is not None else known, spec)
+    sigmas = np.asarray(spec.sigmas, dtype=np.float64)
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        coco_gt = _gt_api(data, spec, ids, Path(tmp))
+        dt = coco_gt.loadRes(dets) if dets else _empty_results(coco_gt)
+        if spec.iou_type == "keypoints_crowd":
+            ev = COCOeval(coco_gt, dt, "keypoints_crowd", sigmas, use_area=spec.use_area)
+        else:
+            ev = COCOeval(coco_gt, dt, "keypoints")
+            ev.params.kpt_oks_sigmas = sigmas
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    names = stat_names(spec)
+    return {name: float(v) for name, v in zip(names, ev.stats)}
+
+
+def stats_frame(results: Mapping[str, Mapping[str, float]]):
+    """``{quality: stats}`` -> a pandas DataFrame, one row per quality."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict({q: dict(s) for q, s in results.items()}, orient="index")
+
+
+def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """A plain-text table of :func:`stats_frame` (AP etc. as fractions, 4 decimals)."""
+    return stats_frame(results).to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)  # never leave a half-written file behind
+
+
+def evaluate_detections(
+    gt: Any,
+    detections: Mapping[str, list[dict]],
+    spec: KeypointSpec,
+    *,
+    image_ids: Sequence[int] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``{quality: detections}``; with ``out_dir`` write
+    ``out_dir/<quality>/detections.json`` and ``metrics.json`` (stats plus ``extra``)."""
+    gt = load_gt(gt)
+    results = {}
+    for quality, dets in detections.items():
+        stats = evaluate(gt, dets, spec, image_ids=image_ids)
+        results[quality] = stats
+        if out_dir is not None:
+            d = Path(out_dir) / quality
+            _write_json(d / "detections.json", dets)
+            meta = {"quality": quality, "num_images": len(image_ids) if image_ids is not None
+                    else len(gt["images"]), "num_detections": len(dets), **(extra or {})}
+            _write_json(d / "metrics.json", {**stats, "meta": meta})
+    return results
+
+
+def evaluate_model(
+    model: Any,
+    cfg: Any,
+    *,
+    split: str = "val",
+    qualities: Sequence[str] = ("final",),
+    max_images: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    score_fn: Any = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, dict[str, float]]:
+    """Run ``model`` over ``cfg``'s ``split`` and evaluate each quality.
+
+    Test-time options come from ``cfg.eval`` (``test_size``, ``flip``, ``scales``,
+    ``max_people``, ``center_threshold``); keyword ``options`` override them.
+    ``score_fn`` (learned scoring) ranks the final poses. ``max_images > 0`` evaluates
+    the first N images only (on those images' ground truth). Returns
+    ``{quality: {stat: value}}`` (see :func:`evaluate`); with ``out_dir`` writes
+    ``out_dir/<quality>/detections.json`` and ``metrics.json``.
+    """
+    from arkpose import inference
+    from arkpose.data import build_dataset, split_paths
+
+    ann_file, _ = split_paths(cfg, split)
+    dataset = build_dataset(cfg, split)
+    spec = dataset.spec
+    opts = inference.options_from_config(cfg, score_fn=score_fn, **options)
+    dets, ids = inference.predict_dataset(
+        model, dataset, spec=spec, qualities=qualities, max_images=max_images,
+        progress=progress, options=opts,
+    )
+    extra = {"split": split, "annotations": str(ann_file), "flip": opts.flip,
+             "scales": list(opts.scales), "test_size": opts.test_size,
+             "learned_scoring": score_fn is not None}
+    return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra)

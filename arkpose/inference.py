@@ -1,0 +1,411 @@
+"""Test-time inference: resize, flip test, multi-scale fusion, grouping, back-projection.
+
+The pipeline of method.md §5 for one image:
+
+1. :func:`arkpose.data.transforms.resize_for_test` (short side ``test_size · s``, long side
+   rounded up to a multiple of 64, rounded at the smallest scale so that all scales are
+   proportional);
+2. :func:`flip_test` per scale: the model on the image and on its mirror shifted by 3 px,
+   averaged (heatmaps, center, absolute keypoint maps);
+3. :func:`fuse_scales`: heatmaps upsampled to the reference (scale 1) 1x grid and averaged,
+   each scale's center map and keypoint map kept (keypoints converted to reference grid px);
+4. :func:`arkpose.grouping.parse` (regression and final poses in 1x px) and, for the
+   "heatmap" quality, :func:`arkpose.grouping.heatmap_poses` with ground-truth cues;
+5. back-projection with ``ResizeInfo.to_original`` and COCO result dicts.
+
+Entry points: :func:`predict` (one image -> COCO dicts), :func:`predict_poses` (one image ->
+pose tensor, for the rescoring data), :func:`predict_dataset` (a dataset, with a progress
+bar, any of the three qualities).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from arkpose import grouping
+from arkpose.spec import COCO, CROWDPOSE, KeypointSpec
+
+QUALITIES = ("regression", "heatmap", "final")
+FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
+
+
+@dataclass(frozen=True)
+class Options:
+    """Test-time options (method.md §5); :func:`options_from_config` reads them from a Config."""
+
+    test_size: int = 512  # short side of the resized image at scale 1
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
+    max_people: int = 30
+    center_threshold: float = 0.01
+    refine: bool = True  # the Gaussian-fit refinement of the final poses
+    score_fn: grouping.ScoreFn | None = field(default=None, compare=False)
+
+
+def options_from_config(cfg: Any, **overrides: Any) -> Options:
+    """:class:`Options` from ``cfg.eval`` (an :class:`arkpose.config.Config`), then overrides."""
+    e = cfg.eval
+    opts = Options(
+        test_size=int(e.test_size), scales=tuple(float(s) for s in e.scales),
+        flip=bool(e.flip), max_people=int(e.max_people),
+        center_threshold=float(e.center_threshold),
+    )
+    return replace(opts, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# ---------------------------------------------------------------------------------------
+# Flip test
+
+
+def _spec_for(model: torch.nn.Module, num_keypoints: int) -> KeypointSpec:
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, KeypointSpec):
+        return spec
+    for candidate in (COCO, CROWDPOSE):
+        if candidate.num_keypoints == num_keypoints:
+            return candidate
+    raise ValueError(
+        f"no built-in keypoint spec has {num_keypoints} keypoints; pass flip_index "
+        "(the spec's flip permutation) to flip_test"
+    )
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _run(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = model(x)
+    missing = {"heatmaps", "center", "offsets"} - set(out)
+    if missing:
+        raise KeyError(f"model output lacks {sorted(missing)}; expected heatmaps/center/offsets")
+    return {k: out[k].float() for k in ("heatmaps", "center", "offsets")}
+
+
+@torch.no_grad()
+def flip_test(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    flip_index: Sequence[int] | None = None,
+    *,
+    flip: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The model's maps for ``x (N, 3, H, W)`` (normalised, H and W multiples of 4),
+    averaged with those of the mirrored image when ``flip`` (method.md §5.2).
+
+    The mirrored run sees ``flipped[..., 3:]`` shifted left by 3 px (zeros on the right),
+    so its output pixel u' shows input column ``W - 4 - 4u'`` = ``4 (w - 1 - u')``: the
+    maps flip back exactly onto the grid. Heatmaps come back through ``flip_index`` (the
+    spec's left/right permutation; default from ``model.spec`` or the built-in spec with
+    K keypoints); offsets are first turned into absolute keypoint maps, then permuted,
+    mirrored (``x -> w - 1 - x``) and flipped back.
+
+    Returns (all on the stride-4 grid ``h = H/4, w = W/4``, float32):
+        ``heatmaps (N, K, h, w)``, ``center (N, 1, h, w)`` (averages of the two runs) and
+        ``keypoints (N, 2K, h, w)``: the averaged **absolute** keypoint map, position +
+        offset, in grid px, channels ``[x0, y0, x1, y1, ...]``.
+    """
+    x = x.to(_device_of(model))
+    out = _run(model, x)
+    K = out["heatmaps"].shape[1]
+    keypoints = torch.stack([grouping.absolute_keypoints(o) for o in out["offsets"]])
+    if not flip:
+        return {"heatmaps": out["heatmaps"], "center": out["center"], "keypoints": keypoints}
+    if flip_index is None:
+        flip_index = _spec_for(model, K).flip_index
+    perm = torch.as_tensor(list(flip_index), dtype=torch.long, device=x.device)
+    if perm.numel() != K:
+        raise ValueError(f"flip_index has {perm.numel()} entries for {K} keypoints")
+    mirrored = torch.zeros_like(x)
+    mirrored[..., :-FLIP_SHIFT] = torch.flip(x, [3])[..., FLIP_SHIFT:]
+    fout = _run(model, mirrored)
+    w = fout["heatmaps"].shape[-1]
+    f_heat = torch.flip(fout["heatmaps"], [3])[:, perm]
+    f_center = torch.flip(fout["center"], [3])
+    f_kp = torch.stack([grouping.absolute_keypoints(o) for o in fout["offsets"]])
+    f_kp = f_kp.reshape(x.shape[0], K, 2, *f_kp.shape[-2:])[:, perm]
+    f_kp = torch.stack([w - 1 - f_kp[:, :, 0], f_kp[:, :, 1]], 2)
+    f_kp = torch.flip(f_kp.reshape(x.shape[0], 2 * K, *f_kp.shape[-2:]), [3])
+    return {
+        "heatmaps": (out["heatmaps"] + f_heat) / 2,
+        "center": (out["center"] + f_center) / 2,
+        "keypoints": (keypoints + f_kp) / 2,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# One image: resize, scales, fusion
+
+
+def load_image(image: Any) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB from an array, a PIL image or a file path."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except OSError as err:
+            raise ValueError(f"cannot read image {path}: {err}") from None
+    if hasattr(image, "convert"):  # PIL
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {arr.dtype}")
+    return arr
+
+
+@dataclass
+class FusedMaps:
+    """What :func:`fuse_scales` gives :func:`arkpose.grouping.parse`, plus the resize.
+
+    ``heatmaps``: ``(K, h, w)`` reference-grid maps (single scale: upsampled lazily by the
+    grouping) or ``(K, 4h, 4w)`` 1x maps (multi-scale average); ``centers``: per-scale
+    ``(1, h_s, w_s)`` maps, reference first; ``keypoints``: per-scale ``(2K, h_s, w_s)``
+    absolute keypoint maps in reference grid px; ``info``: the reference ResizeInfo.
+    """
+
+    heatmaps: torch.Tensor
+    centers: list[torch.Tensor]
+    keypoints: list[torch.Tensor]
+    info: Any
+
+
+def _reference_scale(scales: Sequence[float]) -> float:
+    if not scales:
+        raise ValueError("scales must not be empty")
+    if any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {list(scales)}")
+    return min(scales, key=lambda s: (abs(np.log(s)), s))
+
+
+@torch.no_grad()
+def fuse_scales(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    flip_index: Sequence[int] | None,
+    options: Options = Options(),
+) -> FusedMaps:
+    """Run :func:`flip_test` at every scale and fuse the maps (method.md §5.3)."""
+    from arkpose.data.transforms import normalize, resize_for_test
+
+    scales = tuple(options.scales)
+    ref = _reference_scale(scales)
+    order = [ref] + [s for s in scales if s != ref]
+    min_scale = min(scales)
+    heat_sum, centers, kmaps, ref_info = None, [], [], None
+    ref_hw = None
+    for s in order:
+        resized, info = resize_for_test(
+            image, options.test_size, 64, scale=s / ref, min_scale=min_scale / ref
+        )
+        x = normalize(resized)[None]
+        maps = flip_test(model, x, flip_index, flip=options.flip)
+        heat, center, kp = maps["heatmaps"][0], maps["center"][0], maps["keypoints"][0]
+        if ref_info is None:
+            ref_info, ref_hw = info, tuple(heat.shape[-2:])
+        else:
+            # This scale's grid px -> its input px -> original -> reference input px -> grid.
+            K = kp.shape[0] // 2
+            pts = kp.reshape(K, 2, -1).permute(0, 2, 1) * grouping.STRIDE
+            pts = ref_info.to_resized(info.to_original(pts)) / grouping.STRIDE
+            kp = pts.permute(0, 2, 1).reshape(kp.shape).float()
+        centers.append(center.cpu())
+        kmaps.append(kp.cpu())
+        if len(scales) > 1:
+            up = grouping.upsample_to(heat, (4 * ref_hw[0], 4 * ref_hw[1])).cpu()
+            heat_sum = up if heat_sum is None else heat_sum + up
+        else:
+            heat_sum = heat.cpu()
+    heatmaps = heat_sum / len(scales) if len(scales) > 1 else heat_sum
+    return FusedMaps(heatmaps, centers, kmaps, ref_info)
+
+
+def _cues_to_1x(sample: dict, info: Any) -> torch.Tensor:
+    """Ground-truth poses of a raw sample usable as cues: ``(G, K, 3)`` in reference 1x px."""
+    kps = np.asarray(sample.get("keypoints", np.zeros((0, 0, 3))), np.float64)
+    if kps.size == 0:
+        return torch.zeros(0, kps.shape[1] if kps.ndim == 3 else 0, 3)
+    keep = (kps[..., 2] > 0).any(-1)
+    if "iscrowd" in sample:
+        keep &= np.asarray(sample["iscrowd"]) == 0
+    kps = kps[keep]
+    xy = info.to_resized(kps[..., :2])
+    return torch.from_numpy(np.concatenate([xy, kps[..., 2:]], -1)).float()
+
+
+def _to_original(poses: torch.Tensor, info: Any) -> torch.Tensor:
+    out = poses.clone()
+    out[..., :2] = info.to_original(poses[..., :2].double()).to(poses.dtype)
+    return out
+
+
+@torch.no_grad()
+def infer_image(
+    model: torch.nn.Module,
+    image: Any,
+    spec: KeypointSpec | None = None,
+    options: Options = Options(),
+    *,
+    qualities: Iterable[str] = ("final",),
+    sample: dict | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Poses of one image for each requested quality, in original pixels.
+
+    Returns ``{quality: (poses (P, K, 3) x/y/joint score, scores (P,))}``. "heatmap" needs
+    ``sample`` (a raw dataset sample with ``keypoints``, optionally ``iscrowd``): its
+    labelled ground-truth poses are the grouping cues (:func:`arkpose.grouping.heatmap_poses`).
+    ``spec`` gives the flip permutation; None: ``model.spec`` or the built-in spec with
+    the model's number of keypoints.
+    """
+    qualities = tuple(qualities)
+    bad = [q for q in qualities if q not in QUALITIES]
+    if bad:
+        raise ValueError(f"unknown quality {bad[0]!r}; choose from {QUALITIES}")
+    img = load_image(image)
+    fused = fuse_scales(model, img, spec.flip_index if spec else None, options)
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if "regression" in qualities or "final" in qualities:
+        res = grouping.parse(
+            fused.heatmaps, fused.centers, fused.keypoints,
+            max_people=options.max_people, center_threshold=options.center_threshold,
+            refine_joints=options.refine, score_fn=options.score_fn,
+        )
+        for q in ("regression", "final"):
+            if q in qualities:
+                out[q] = (_to_original(res[q], fused.info), res[f"{q}_scores"])
+    if "heatmap" in qualities:
+        if sample is None:
+            raise ValueError("the 'heatmap' quality needs the ground-truth sample as cues")
+        heat = grouping.Heat1x.from_maps(fused.heatmaps, tuple(fused.centers[0].shape[-2:]))
+        poses, scores = grouping.heatmap_poses(
+            heat, _cues_to_1x(sample, fused.info), refine_joints=options.refine
+        )
+        out["heatmap"] = (_to_original(poses, fused.info), scores)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# COCO results
+
+
+def to_coco(
+    poses: torch.Tensor, scores: torch.Tensor, image_id: int, category_id: int = 1
+) -> list[dict]:
+    """COCO keypoint results: ``poses (P, K, 3)`` (x, y, joint score) original px.
+
+    Each dict: ``image_id``, ``category_id``, ``keypoints`` (flat x, y, joint score),
+    ``score`` and ``bbox`` = the keypoints' extent ``[x, y, w, h]``.
+    """
+    out = []
+    p = poses.detach().double().cpu().numpy()
+    s = scores.detach().double().cpu().numpy()
+    for pose, score in zip(p, s):
+        x0, y0 = pose[:, 0].min(), pose[:, 1].min()
+        x1, y1 = pose[:, 0].max(), pose[:, 1].max()
+        out.append({
+            "image_id": int(image_id),
+            "category_id": int(category_id),
+            "keypoints": [float(v) for v in pose.reshape(-1)],
+            "score": float(score),
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        })
+    return out
+
+
+def predict(
+    model: torch.nn.Module,
+    image: Any,
+    *,
+    spec: KeypointSpec | None = None,
+    image_id: int = 0,
+    quality: str = "final",
+    **options: Any,
+) -> list[dict]:
+    """Poses in one image as COCO result dicts (original pixels), best first.
+
+    ``image``: uint8 ``(H, W, 3)`` RGB array, PIL image or file path. ``spec`` (its flip
+    permutation) defaults to ``model.spec`` or the built-in spec with the model's number
+    of keypoints. Options:
+    the fields of :class:`Options` (``test_size``, ``scales``, ``flip``, ``max_people``,
+    ``center_threshold``, ``refine``, ``score_fn``). ``quality`` is "final" or
+    "regression". No person found -> ``[]``.
+    """
+    if quality not in ("final", "regression"):
+        raise ValueError(f"predict gives 'final' or 'regression' poses, not {quality!r}")
+    opts = replace(Options(), **options)
+    poses, scores = infer_image(model, image, spec, opts, qualities=(quality,))[quality]
+    order = torch.argsort(-scores, stable=True)
+    return to_coco(poses[order], scores[order], image_id)
+
+
+def predict_poses(
+    model: torch.nn.Module,
+    image: Any,
+    cfg: Any,
+    *,
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
+    score_fn: grouping.ScoreFn | None = None,
+    quality: str = "final",
+) -> torch.Tensor:
+    """Poses ``(P, K, 3)`` (original px, joint scores) of one image with ``cfg.eval``'s
+    options (``flip``/``scales`` override them); used to build the rescoring data."""
+    opts = options_from_config(cfg, flip=flip, scales=tuple(scales) if scales else None)
+    opts = replace(opts, score_fn=score_fn)
+    return infer_image(model, image, cfg.data.spec, opts, qualities=(quality,))[quality][0]
+
+
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: Any,
+    *,
+    spec: KeypointSpec | None = None,
+    qualities: Iterable[str] = ("final",),
+    max_images: int = 0,
+    progress: bool = True,
+    options: Options = Options(),
+) -> tuple[dict[str, list[dict]], list[int]]:
+    """COCO results of every image of a raw dataset (``dataset[i]`` has ``image``,
+    ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``).
+
+    Images go through the network one at a time (their sizes differ). ``max_images > 0``
+    takes the first N. Returns ``({quality: detections}, image_ids)``.
+    """
+    from tqdm.auto import tqdm
+
+    qualities = tuple(qualities)
+    spec = spec or getattr(dataset, "spec", None)
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    dets: dict[str, list[dict]] = {q: [] for q in qualities}
+    ids: list[int] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(range(n), desc="inference", unit="img", disable=not progress):
+            sample = dataset[i]
+            image_id = int(sample["image_id"])
+            res = infer_image(model, sample["image"], spec, options,
+                              qualities=qualities, sample=sample)
+            for q in qualities:
+                dets[q].extend(to_coco(*res[q], image_id))
+            ids.append(image_id)
+    finally:
+        model.train(was_training)
+    return dets, ids
+
