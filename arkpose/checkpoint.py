@@ -1,0 +1,223 @@
+"""Training checkpoints: atomic save, safe (``weights_only``) load, model rebuild.
+
+A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` can read:
+tensors, dicts, lists, tuples, numbers, strings, booleans and ``None`` only. Keys:
+
+- ``model``: the unwrapped model's ``state_dict`` (never DDP's ``module.`` prefix);
+- ``optimizer``, ``scheduler`` (and ``scaler`` with fp16): their ``state_dict``\\ s;
+- ``epoch``: epochs finished; ``step``: batches finished inside epoch ``epoch`` (0 at an
+  epoch boundary; > 0 only when a run was interrupted mid-epoch);
+- ``rng``: python / numpy / torch (/ CUDA) generator states, see :func:`rng_state`;
+- ``config``: :func:`arkpose.config.to_dict` of the run's config;
+- ``metrics``: the latest metrics record (plus ``best`` bookkeeping);
+- ``version``: ``arkpose.__version__``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import arkpose
+from arkpose import config as config_lib
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that lacks what the caller needs."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+# ---------------------------------------------------------------------------------------
+# Plain values: what weights_only loading accepts
+
+
+def to_plain(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` with every container turned into a builtin dict/list and numpy into torch.
+
+    Raises ``TypeError`` naming the offending entry for anything else (a class instance,
+    a function), so a checkpoint that ``weights_only`` loading would refuse is never written.
+    ``collections.Counter`` (``MultiStepLR.milestones``) becomes a plain dict.
+    """
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):  # includes Counter, OrderedDict and other subclasses
+        return {k: to_plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(to_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, list):
+        return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(
+        f"{where} holds a {type(value).__name__}, which torch.load(weights_only=True) cannot "
+        "read; store tensors, dicts, lists, numbers and strings only"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Random generator states
+
+
+def rng_state() -> dict:
+    """The python, numpy (legacy global) and torch generator states as plain values."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state = {
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+        "numpy": {
+            "kind": str(np_kind),
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state(
+        (nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+         nps["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------------------------------
+# Save / load
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a
+    rename, so an interrupted save leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = to_plain(state)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(plain, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"checkpoint {path} does not exist. Train one with `arkpose train --preset quick "
+            f"--out {path.parent}`, or check the path"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message
+        first = text.splitlines()[0] if text else type(err).__name__
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            hint = (
+                "it holds python objects besides tensors and dicts, so it was not written by "
+                "arkpose (official HRNet/DEKR checkpoints load through arkpose.compat.official)"
+            )
+        else:
+            hint = (
+                "the file is corrupt or truncated (e.g. a copy or a save that was cut off); "
+                "delete it and use another checkpoint (best.pt), or start again without --resume"
+            )
+        raise CheckpointError(f"cannot read checkpoint {path}: {hint}. ({first})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, not an arkpose checkpoint dict"
+        )
+    return state
+
+
+def _require(state: dict, keys: tuple[str, ...], path: str | Path) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lacks {missing} (keys present: {sorted(state)}); it was not "
+            "written by `arkpose train`"
+        )
+
+
+def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> config_lib.Config:
+    """The :class:`~arkpose.config.Config` stored in a loaded checkpoint."""
+    _require(state, ("config",), path)
+    return config_lib.from_dict(state["config"])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model described by a checkpoint's config and load its weights.
+
+    Returns ``(model, cfg)``; the model is in eval mode on ``device``.
+    """
+    from arkpose.model import build_model  # imported here: checkpoint io does not need it
+
+    state = load_checkpoint(path)
+    _require(state, ("model", "config"), path)
+    cfg = checkpoint_config(state, path)
+    model = build_model(cfg.model, cfg.data.spec.num_keypoints)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit the model its config describes "
+            f"(backbone {cfg.model.backbone}); it may come from another arkpose version "
+            f"(checkpoint {state.get('version')}, installed {arkpose.__version__}). {err}"
+        ) from err
+    model.to(device).eval()  # build_model already made it channels-last when configured
+    return model, cfg
+
+
+# MultiStepLR keeps its milestones in a Counter; checkpoints hold a plain dict.
+def scheduler_state_from_plain(state: dict) -> dict:
+    """Undo :func:`to_plain` for a ``MultiStepLR`` state dict (dict -> Counter)."""
+    state = dict(state)
+    if isinstance(state.get("milestones"), dict):
+        state["milestones"] = collections.Counter(state["milestones"])
+    return state
+
+
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy a checkpoint file atomically (``best.pt`` from ``last.pt``)."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
