@@ -1,0 +1,100 @@
+"""Timed checks of the model (plain script, not collected by pytest).
+
+    ARKPOSE_THREADS=2 .venv/bin/python tests/benchmarks/bench_model.py [--repeats 5] [--skip-w32]
+
+Prints: W32 forward at 512 (eval, no grad; target <= 1.3 s with 2 threads), the adaptive
+conv against F.conv2d of the same shape, and training-step time per image at 128 px for the
+CPU presets (targets: tiny-w16 ~9 ms/image, nano-w16 ~6 ms/image). Times are min-of-N; on a
+shared machine they vary with the load, so the script also prints the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from arkpose.config import ModelConfig, preset
+from arkpose.loss import compute_losses
+from arkpose.model import adaptive_conv2d, build_model, count_params_and_macs
+from arkpose.runtime import configure_threads
+
+
+def best_of(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_w32(repeats: int) -> None:
+    model = build_model(ModelConfig(backbone="w32"), 17).eval()
+    x = torch.randn(1, 3, 512, 512)
+    params, macs = count_params_and_macs(ModelConfig(backbone="w32"), 512, as_official=True)
+    with torch.no_grad():
+        t = best_of(lambda: model(x), repeats)
+    print(f"w32 forward 512x512: {t:.3f} s  ({params / 1e6:.2f} M params, {macs / 1e9:.1f} G MACs official count)")
+
+
+def bench_adaptive_conv(repeats: int) -> None:
+    x = torch.randn(1, 256, 128, 128).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3)
+    t = 0.1 * torch.randn(1, 4, 128, 128)
+    with torch.no_grad():
+        ours = best_of(lambda: adaptive_conv2d(x, t, w, 1), repeats)
+        conv = best_of(lambda: F.conv2d(x, w, padding=1), repeats)
+    print(f"adaptive conv 256->256 at 128x128: {ours:.3f} s (regular conv2d {conv:.3f} s)")
+
+
+def bench_train(name: str, batch: int, repeats: int) -> None:
+    cfg = preset(name)
+    k = 17
+    model = build_model(cfg.model, k)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    size = 128
+    h = size // 4
+    x = torch.randn(batch, 3, size, size)
+    targets = {
+        "heatmaps": torch.rand(batch, k + 1, h, h), "tradeoff_mask": torch.ones(batch, 1, h, h),
+        "ignore_mask": torch.ones(batch, 1, h, h), "offsets": torch.randn(batch, 2 * k, h, h),
+        "offset_weights": (torch.rand(batch, 2 * k, h, h) > 0.9).float(),
+    }
+
+    def step():
+        loss = compute_losses(model(x), targets)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t = best_of(step, repeats)
+    params, macs = count_params_and_macs(cfg.model, 256, k)
+    print(
+        f"{cfg.model.backbone} train step at {size}px, batch {batch}: {1000 * t / batch:.1f} ms/image "
+        f"({params / 1e6:.2f} M params, {macs / 1e9:.2f} G MACs at 256)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-w32", action="store_true")
+    args = parser.parse_args()
+    threads = configure_threads()
+    print(f"threads {threads}, load average {os.getloadavg()[0]:.2f} (measured under load if > {threads})")
+    if not args.skip_w32:
+        bench_w32(args.repeats)
+        bench_adaptive_conv(args.repeats)
+    bench_train("quick", 16, args.repeats)  # tiny-w16
+    bench_train("smoke", 16, args.repeats)  # nano-w16
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
