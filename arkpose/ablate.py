@@ -212,7 +212,10 @@ def analyse_row(cfg: config_lib.Config, out: Path, qualities: tuple[str, ...]) -
             str(gt), str(detections), spec=cfg.data.spec, compat=analysis_compat(cfg),
             name=f"{cfg.name} ({quality})",
         )
-        _write_json(target, result.to_json())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        result.to_json(tmp)
+        tmp.replace(target)
 
 
 def run_ablation(
@@ -354,8 +357,10 @@ def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> 
     from nbconvert import HTMLExporter
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    declared = papermill.inspect_notebook(str(source))
     papermill.execute_notebook(
-        str(source), str(target), parameters=parameters, progress_bar=False, cwd=str(Path.cwd())
+        str(source), str(target), parameters={k: v for k, v in parameters.items() if k in declared},
+        progress_bar=False, cwd=str(Path.cwd()),
     )
     html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(target), as_version=4))
     target.with_suffix(".html").write_text(html)

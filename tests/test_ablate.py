@@ -84,3 +84,20 @@ def test_compare_with_paper_and_markdown(tmp_path):
     assert md.splitlines()[0] == "| row | final (ours) | final (paper) |"
     assert md.splitlines()[2] == "| baseline | 55.0 | 64.5 |"
     assert md.splitlines()[4] == "| extra | 30.0 | – |"
+
+
+def test_analysis_json_round_trip_keeps_nan(real_fixtures, tmp_path):
+    import math
+
+    from arkpose.analysis import AnalysisResult, analyze
+
+    coco = real_fixtures / "coco"
+    # No detections for 3 of the 4 images and an empty size bucket: NaNs in the result.
+    dets = [d for d in json.loads((coco / "example_coco_preds.json").read_text())
+            if d["image_id"] == 785]
+    result = analyze(str(coco / "test_coco.json"), dets)
+    back = AnalysisResult.from_json(result.to_json(tmp_path / "a.json") and tmp_path / "a.json")
+    assert back.ap() == pytest.approx(result.ap())
+    assert back.summary_table() == result.summary_table()
+    nan_in = [k for k, v in result.isolated["mean"].items() if math.isnan(v["all"])]
+    assert all(math.isnan(back.isolated["mean"][k]["all"]) for k in nan_in)

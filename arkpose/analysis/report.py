@@ -91,7 +91,14 @@ class AnalysisResult:
         text = str(path_or_text)
         if not text.lstrip().startswith("{"):
             text = Path(path_or_text).read_text()
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        # to_json wrote NaN as null: restore it inside the numeric sections (a whole
+        # section that is null, e.g. no occlusion benchmark, stays None).
+        for key in ("cumulative", "isolated", "keypoint_errors", "scoring", "background",
+                    "occlusion", "size"):
+            if fields.get(key) is not None:
+                fields[key] = _null_to_nan(fields[key])
+        return cls(**fields)
 
     def summary_table(self) -> str:
         """A short text table: AP per step (cumulative) and isolated improvements."""
@@ -140,6 +147,15 @@ def _plain(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def _null_to_nan(obj):
+    """Inverse of :func:`_plain`'s NaN -> None, through dicts and lists."""
+    if isinstance(obj, dict):
+        return {k: _null_to_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_null_to_nan(v) for v in obj]
+    return math.nan if obj is None else obj
 
 
 def _nan_ap(ap: np.ndarray) -> np.ndarray:
@@ -238,6 +254,12 @@ def analyze(gt, dt, spec: KeypointSpec = COCO, compat: str = "coco-analyze", nam
     for lab in areas:
         if not np.isfinite(cum_out["ap"]["baseline"][lab]).any():
             notes.append(f"area '{lab}' has no ground truth to evaluate: its APs are NaN")
+    for lab in areas:
+        lost = np.asarray(iso["ap"]["false_neg"][lab]) < 0
+        if compat != "fixed" and (lost & (np.asarray(iso["ap"]["baseline"][lab]) >= 0)).any():
+            notes.append(f"area '{lab}': every GT is a false negative at some OKS, so 'w/o FN' "
+                         "AP is undefined there; the isolated false_neg improvement keeps the "
+                         "tool's -1 - AP(w/o FP) (its FN values are read at the mirrored OKS)")
     if len(data.dt_ids) and not any(iso["fp_set"]["all"].any(1)):
         notes.append("no background false positives: 'w/o Bkg. FP' equals the baseline")
     occ = size = None
