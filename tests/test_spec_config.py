@@ -17,10 +17,10 @@ def test_builtin_specs():
 
 
 def _coco_like(**changes):
-    fields = dict(
-        name="x", keypoints=("a", "b", "c"), flip_index=(0, 2, 1), limbs=((0, 1),),
-        skeleton=((0, 1),), sigmas=(0.1, 0.1, 0.1), torso=((1, 2),),
-    )
+    fields = {
+        "name": "x", "keypoints": ("a", "b", "c"), "flip_index": (0, 2, 1), "limbs": ((0, 1),),
+        "skeleton": ((0, 1),), "sigmas": (0.1, 0.1, 0.1), "torso": ((1, 2),),
+    }
     fields.update(changes)
     return spec.KeypointSpec(**fields)
 
@@ -28,11 +28,11 @@ def _coco_like(**changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(flip_index=(1, 2, 0)), "involution"),
-        (dict(flip_index=(0, 0, 1)), "permutation"),
-        (dict(limbs=((0, 3),)), "out of range"),
-        (dict(sigmas=(0.1, 0.1)), "2 sigmas for 3 keypoints"),
-        (dict(torso=()), "torso"),
+        ({"flip_index": (1, 2, 0)}, "involution"),
+        ({"flip_index": (0, 0, 1)}, "permutation"),
+        ({"limbs": ((0, 3),)}, "out of range"),
+        ({"sigmas": (0.1, 0.1)}, "2 sigmas for 3 keypoints"),
+        ({"torso": ()}, "torso"),
     ],
 )
 def test_spec_validation(changes, message):

@@ -110,6 +110,11 @@ class Engine:
         # FNs of every lower threshold stay ignored.
         fn_cum = np.logical_or.accumulate(fn, axis=0)
         p_fn, r_fn = accumulate(m, dt_ig=fp_ig, gt_ig=m.gt_ig[None] | fn_cum)
+        if self.compat != "fixed":
+            # quirk: _summarize_bckgd_errors stores the FN curves in ascending OKS order but
+            # summarize() reads every step in descending order, so the tool reports at OKS t
+            # the curve of the mirrored threshold (thrs ascending, as everywhere here).
+            p_fn, r_fn = p_fn[::-1], r_fn[::-1]
         n_t = len(thrs)
         d = self.data
         fp_set = np.ones((n_t, len(d.dt_ids)), dtype=bool)
@@ -146,6 +151,11 @@ def soft_nms(data: AnalysisData, xy: np.ndarray, max_oks_: np.ndarray) -> np.nda
         d1, d2 = didx[img, a], didx[img, b]
         e = ((x[d1] - x[d2]) ** 2 + (y[d1] - y[d2]) ** 2) / var / ((0.5 * (area[d1] + area[d2]))[:, None] + np.spacing(1)) / 2
         sim[img, a, b] = np.sum(np.exp(-e), axis=1) / e.shape[1]
+    # The tool squares a numpy scalar (oks ** 2, i.e. libm pow); numpy's array ** 2 is x * x,
+    # which differs in the last bit for ~0.1% of values, so square as Python floats (pow).
+    sim_sq = np.zeros_like(sim)
+    if len(img):
+        sim_sq[img, a, b] = [v ** 2 for v in sim[img, a, b].tolist()]
     score = np.where(valid, max_oks_[np.maximum(didx, 0)], 0.0)
     remaining = valid.copy()
     pos = np.broadcast_to(np.arange(n_m), (n_i, n_m)).copy()
@@ -159,7 +169,7 @@ def soft_nms(data: AnalysisData, xy: np.ndarray, max_oks_: np.ndarray) -> np.nda
         active = remaining[rows, pick]
         pos[rows[:, None], order] = np.arange(n_m)[None]
         remaining[rows, pick] = False
-        factor = np.exp(-((sim[rows, pick] ** 2) / SOFT_NMS_SIGMA2))
+        factor = np.exp(-(sim_sq[rows, pick] / SOFT_NMS_SIGMA2))
         score = np.where(remaining & active[:, None], score * factor, score)
     out = np.zeros(n_d)
     out[didx[valid]] = score[valid]
@@ -232,7 +242,10 @@ def isolated(eng: Engine, areas: dict, thrs) -> dict:
         for lab in labels:
             ref = ap["bckgd_false_pos"][lab] if err == "false_neg" else ap["baseline"][lab]
             val = ap[err][lab] - ref
-            undefined = (ap[err][lab] < 0) | (ref < 0)  # -1: no GT in this range
+            # AP -1: no GT counts. Empty area -> NaN. A 'w/o FN' step that lost every GT at
+            # some OKS is -1 too: the tool subtracts it as a number (-1 - AP(w/o FP)); 'fixed'
+            # leaves that difference undefined.
+            undefined = (ref < 0) if eng.compat != "fixed" else (ap[err][lab] < 0) | (ref < 0)
             imp[err][lab] = np.where(undefined, np.nan, val)
     return {"ap": ap, "recall": rec, "improvement": imp, "fp_set": fp_sets, "fn_set": fn_sets,
             "opt_score": opt}
@@ -250,8 +263,8 @@ def scoring_errors(data: AnalysisData, opt_score: np.ndarray, rng, min_oks: floa
     ig = data.gt_ignore | (data.gt_scale < lo) | (data.gt_scale > hi)
     counts = {"score": 0, "opt_score": 0}
     reranked = with_dts = 0
-    # utilities.compute_oks uses the literal sigmas (.026, ...), not COCOeval's .26/10
-    lit = pair_oks(data, data.dt_kpts[:, :, :2], sigmas=np.asarray(data.spec.sigmas, dtype=np.float64))
+    # utilities.compute_oks uses COCOeval's sigmas (np.array([.26, ...]) / 10), as computeOks
+    oks_all = pair_oks(data, data.dt_kpts[:, :, :2])
     gcount = (data.gidx >= 0).sum(1)
     per_dt = gcount[data.dt_img] if len(data.dt_img) else np.zeros(0, dtype=np.int64)
     pair_start = np.concatenate([[0], np.cumsum(per_dt)[:-1]]).astype(np.int64)
@@ -271,7 +284,7 @@ def scoring_errors(data: AnalysisData, opt_score: np.ndarray, rng, min_oks: floa
         g = g[~ig[g]]
         if len(g) == 0:
             continue
-        mat = lit[pair_start[d][:, None] + gslot[g][None, :]]
+        mat = oks_all[pair_start[d][:, None] + gslot[g][None, :]]
         mat = mat[:, np.argsort(-mat.max(0), kind="mergesort")]
         for kind, values in (("score", data.dt_score), ("opt_score", opt_score)):
             ind = order[kind]

@@ -85,7 +85,7 @@ class AnalysisResult:
         return text
 
     @classmethod
-    def from_json(cls, path_or_text: str | Path) -> "AnalysisResult":
+    def from_json(cls, path_or_text: str | Path) -> AnalysisResult:
         """Read back what :meth:`to_json` wrote (lists stay lists; null is None -> NaN in
         :meth:`ap` and the plots), so reports can be redrawn without recomputing."""
         text = str(path_or_text)
