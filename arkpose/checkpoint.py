@@ -199,6 +199,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
             f"(checkpoint {state.get('version')}, installed {arkpose.__version__}). {err}"
         ) from err
     model.to(device).eval()  # build_model already made it channels-last when configured
+    # Inference reads the flip permutation from `model.spec` (arkpose.inference), so a
+    # loaded model carries its layout: no `spec=` needed for non-COCO keypoints.
+    model.spec = cfg.data.spec
     return model, cfg
 
 
