@@ -12,7 +12,6 @@ inference.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 import arkpose
 from arkpose import scoring
+from arkpose.checkpoint import save_checkpoint
 from arkpose.spec import KeypointSpec
 
 SCORER_FORMAT = "arkpose-scorer"
@@ -119,17 +119,6 @@ def generate_scoring_data(
         )
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _torch_load(path: Path, what: str):
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist; create it with `arkpose rescore`")
@@ -157,7 +146,8 @@ def save_scoring_data(
             f"features {tuple(features.shape)} do not fit {len(targets)} targets and "
             f"{spec.num_features} features of spec {spec.name!r}"
         )
-    _atomic_save(
+    save_checkpoint(
+        path,
         {
             "format": DATA_FORMAT,
             "spec": spec.name,
@@ -166,7 +156,6 @@ def save_scoring_data(
             "meta": dict(meta or {}),
             "version": arkpose.__version__,
         },
-        path,
     )
     return path
 
@@ -193,7 +182,8 @@ def save_scorer(path: str | Path, net: scoring.ScoringNet, spec: KeypointSpec, r
         raise ValueError(
             f"scorer takes {net.num_features} features, spec {spec.name!r} gives {spec.num_features}"
         )
-    _atomic_save(
+    save_checkpoint(
+        path,
         {
             "format": SCORER_FORMAT,
             "spec": spec.name,
@@ -203,7 +193,6 @@ def save_scorer(path: str | Path, net: scoring.ScoringNet, spec: KeypointSpec, r
             "report": {k: (float(v) if isinstance(v, float) else v) for k, v in report.items()},
             "version": arkpose.__version__,
         },
-        path,
     )
     return path
 
