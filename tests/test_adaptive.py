@@ -13,8 +13,10 @@ from arkpose.model.adaptive import (
     REGULAR_GRID,
     AdaptiveConv2d,
     AdaptiveUnit,
+    PaddedBilinear,
     RegularUnit,
     adaptive_conv2d,
+    bilinear_columns,
     sampling_positions,
     transform_to_offsets,
 )
@@ -62,11 +64,11 @@ def _inputs(seed, n=2, c=3, o=2, h=5, w=6, scale=1.5):
     return x, t, wt
 
 
-@pytest.mark.parametrize("path", ["embedding_bag", "grid_sample"])
+@pytest.mark.parametrize("path", adaptive.CPU_SAMPLERS)
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_matches_direct_loop_forward_and_gradients(dilation, path, monkeypatch):
-    # Training on CPU samples narrow layers with grid_sample, the rest with embedding_bag.
-    monkeypatch.setattr(adaptive, "GRID_SAMPLE_MAX_CHANNELS", 0 if path == "embedding_bag" else 10**6)
+    # Every CPU training sampler (the leaves require grad, so the training path runs).
+    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", path)
     x, t, wt = _inputs(dilation)
     pos_y, pos_x = sampling_positions(t, dilation)
     h, w = x.shape[-2:]
@@ -157,3 +159,46 @@ def test_low_precision_inputs_sample_at_float32_positions():
     assert low.dtype == torch.bfloat16
     err = (low.float() - ref).abs().max().item()
     assert err < 0.05 * ref.abs().max().item(), err
+
+
+def test_padded_sampler_gradcheck_far_outside_and_on_the_grid():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    # Positions from far outside (whole sample zero) across the borders to inside, plus
+    # exact integers (T = I), where the bilinear weights have a kink.
+    pos_y = (torch.rand(2, 4, 5, 6, generator=g, dtype=torch.float64) * 9 - 3).requires_grad_()
+    pos_x = (torch.rand(2, 4, 5, 6, generator=g, dtype=torch.float64) * 11 - 3).requires_grad_()
+    assert ((pos_y < -1) | (pos_x > 5)).any()
+    torch.autograd.gradcheck(PaddedBilinear.apply, (x, pos_y, pos_x))
+    ints = (pos_y.detach().round(), pos_x.detach().round())
+    torch.testing.assert_close(PaddedBilinear.apply(x, *ints), bilinear_columns(x, *ints), rtol=0, atol=1e-15)
+    # At integer positions the derivative is the forward difference, as in the direct loop.
+    ref_leaves = [v.clone().requires_grad_() for v in ints]
+    ours_leaves = [v.clone().requires_grad_() for v in ints]
+    up = torch.randn(2, 20, 18, generator=g, dtype=torch.float64)
+    ref = torch.autograd.grad(bilinear_columns(x.detach(), *ref_leaves), ref_leaves, up)
+    ours = torch.autograd.grad(PaddedBilinear.apply(x.detach(), *ours_leaves), ours_leaves, up)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("needs", ["x", "T", "weight"])
+def test_padded_sampler_partial_gradients_in_float32(needs, monkeypatch):
+    # Only some inputs need a gradient (frozen layers); float32 channels-last input.
+    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", "padded")
+    x, t, wt = _inputs(10, n=2, c=8, o=4, h=6, w=7, scale=0.8)
+    ref_leaves = [v.clone().requires_grad_() for v in (x, t, wt)]
+    up = torch.randn(2, 4, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    ref = torch.autograd.grad(direct_adaptive_conv(*ref_leaves, dilation=1), ref_leaves, up)
+    k = ("x", "T", "weight").index(needs)
+    leaves = [x.float().contiguous(memory_format=torch.channels_last), t.float(), wt.float()]
+    leaves[k].requires_grad_()
+    (grad,) = torch.autograd.grad(adaptive_conv2d(*leaves, dilation=1), leaves[k], up.float())
+    torch.testing.assert_close(grad.double(), ref[k], rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_sampler_is_refused(monkeypatch):
+    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", "deform")
+    x, t, wt = _inputs(12)
+    with pytest.raises(ValueError, match="CPU_TRAINING_SAMPLER"):
+        adaptive_conv2d(x, t, wt.requires_grad_())

@@ -3,7 +3,8 @@
     ARKPOSE_THREADS=2 .venv/bin/python tests/benchmarks/bench_model.py [--repeats 5] [--skip-w32]
 
 Prints: W32 forward at 512 (eval, no grad; target <= 1.3 s with 2 threads), the adaptive
-conv against F.conv2d of the same shape, and training-step time per image at 128 px for the
+conv against F.conv2d of the same shape, the adaptive conv's forward+backward per CPU
+training sampler (batch 16, 32x32, 16/48/64 channels), and training-step time per image at 128 px for the
 CPU presets (targets: tiny-w16 ~9 ms/image, nano-w16 ~6 ms/image). Times are min-of-N; on a
 shared machine they vary with the load, so the script also prints the load average.
 """
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from arkpose.config import ModelConfig, preset
 from arkpose.loss import compute_losses
-from arkpose.model import adaptive_conv2d, build_model, count_params_and_macs
+from arkpose.model import adaptive, adaptive_conv2d, build_model, count_params_and_macs
 from arkpose.runtime import configure_threads
 
 
@@ -51,6 +52,26 @@ def bench_adaptive_conv(repeats: int) -> None:
         ours = best_of(lambda: adaptive_conv2d(x, t, w, 1), repeats)
         conv = best_of(lambda: F.conv2d(x, w, padding=1), repeats)
     print(f"adaptive conv 256->256 at 128x128: {ours:.3f} s (regular conv2d {conv:.3f} s)")
+
+
+def bench_adaptive_train(repeats: int) -> None:
+    """Forward + backward of one adaptive conv per CPU training sampler, A/B in one run."""
+    default = adaptive.CPU_TRAINING_SAMPLER
+    for c in (16, 48, 64):
+        x = torch.randn(16, c, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+        t = (torch.eye(2).reshape(1, 4, 1, 1) + 0.3 * torch.randn(16, 4, 32, 32)).requires_grad_()
+        w = (0.1 * torch.randn(c, c, 3, 3)).requires_grad_()
+        grad = torch.randn(16, c, 32, 32)
+        times = {}
+        for sampler in ("padded", "embedding_bag", "grid_sample"):
+            adaptive.CPU_TRAINING_SAMPLER = sampler
+            times[sampler] = best_of(
+                lambda x=x, t=t, w=w, g=grad: adaptive_conv2d(x, t, w, 1).backward(g), repeats
+            )
+        regular = best_of(lambda x=x, w=w, g=grad: F.conv2d(x, w, padding=1).backward(g), repeats)
+        adaptive.CPU_TRAINING_SAMPLER = default
+        cells = ", ".join(f"{k} {1000 * v:.1f}" for k, v in times.items())
+        print(f"adaptive conv fwd+bwd {c}->{c} at 32x32, batch 16 (ms): {cells}; regular conv2d {1000 * regular:.1f}")
 
 
 def bench_train(name: str, batch: int, repeats: int) -> None:
@@ -91,6 +112,7 @@ def main() -> None:
     if not args.skip_w32:
         bench_w32(args.repeats)
         bench_adaptive_conv(args.repeats)
+    bench_adaptive_train(args.repeats)
     bench_train("quick", 16, args.repeats)  # tiny-w16
     bench_train("smoke", 16, args.repeats)  # nano-w16
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
