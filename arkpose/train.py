@@ -288,62 +288,27 @@ def _truncate_metrics(out_dir: Path, epochs_done: int) -> None:
 # Validation
 
 
-def _find_evaluator():
-    try:
-        from arkpose.evaluate import evaluate_model
-    except ImportError:
-        return None
-    return evaluate_model
+def validate(model: torch.nn.Module, cfg: Config) -> dict:
+    """Validation record ``{"val_AP": ...}``: the final-quality AP (flip test, full
+    grouping) on the first ``cfg.eval.val_images`` validation images."""
+    from arkpose.evaluate import evaluate_model
 
-
-def validate(model: torch.nn.Module, cfg: Config, device: torch.device, amp: str) -> dict:
-    """Validation record: ``{"val_AP": ...}`` from the final-quality evaluation when
-    ``arkpose.evaluate.evaluate_model`` exists, else ``{"val_loss": ...}`` on the val set."""
     was_training = model.training
     model.eval()
     try:
-        evaluator = _find_evaluator()
-        if evaluator is not None:
-            stats = evaluator(
-                model, cfg, split="val", qualities=("final",),
-                max_images=cfg.eval.val_images, progress=False,
-            )
-            return {"val_AP": float(stats["final"]["AP"])}
-        return {"val_loss": _validation_loss(model, cfg, device, amp)}
+        stats = evaluate_model(
+            model, cfg, split="val", qualities=("final",),
+            max_images=cfg.eval.val_images, progress=False,
+        )
+        return {"val_AP": float(stats["final"]["AP"])}
     finally:
         model.train(was_training)
 
 
-@torch.no_grad()
-def _validation_loss(model: torch.nn.Module, cfg: Config, device: torch.device, amp: str) -> float:
-    from arkpose.data import TrainDataset, build_dataset
-    from arkpose.loss import compute_losses
-
-    # Un-augmented val images (centred crop at input_size) with their targets.
-    dataset = TrainDataset(build_dataset(cfg, "val"), cfg, augment_data=False)
-    dataset = _subset(dataset, cfg.eval.val_images)
-    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, shuffle=False, num_workers=0)
-    total, count = 0.0, 0
-    for batch in loader:
-        batch = _to_device(batch, device, cfg.model.channels_last)
-        with _autocast(device, amp):
-            outputs = model(batch["image"])
-        outputs = {k: v.float() for k, v in outputs.items()}
-        losses = compute_losses(
-            outputs, batch, offset_weight=cfg.loss.offset_weight, beta=cfg.loss.smooth_l1_beta
-        )
-        n = batch["image"].shape[0]
-        total += float(losses["total"]) * n
-        count += n
-    return total / max(count, 1)
-
-
 def _improved(record: dict, best: dict | None) -> bool:
-    if "val_AP" in record:
-        return best is None or best.get("name") != "val_AP" or record["val_AP"] > best["value"]
-    if "val_loss" in record:
-        return best is None or best.get("name") != "val_loss" or record["val_loss"] < best["value"]
-    return False
+    if "val_AP" not in record:
+        return False
+    return best is None or best.get("name") != "val_AP" or record["val_AP"] > best["value"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -688,15 +653,14 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
         every = cfg.eval.every
         if every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == cfg.optim.epochs):
             if env.is_main:
-                record.update(validate(model, cfg, device, amp))
+                record.update(validate(model, cfg))
             if env.distributed:
                 box = [record]
                 dist.broadcast_object_list(box, src=0)
                 record = box[0]
         improved = _improved(record, best)
         if improved:
-            name = "val_AP" if "val_AP" in record else "val_loss"
-            best = {"name": name, "value": record[name], "epoch": epoch + 1}
+            best = {"name": "val_AP", "value": record["val_AP"], "epoch": epoch + 1}
         record["best"] = best
         last_record = record
         if env.is_main:
@@ -728,9 +692,8 @@ def _format_record(r: dict) -> str:
         f"{r['offset']:.4f}) lr {r['lr']:.1e} {r['images_per_s']:.1f} img/s "
         f"data wait {100 * r['data_wait']:.0f}%"
     )
-    for key in ("val_AP", "val_loss"):
-        if key in r:
-            text += f" {key} {r[key]:.4f}"
+    if "val_AP" in r:
+        text += f" val_AP {r['val_AP']:.4f}"
     return text
 
 
