@@ -9,8 +9,9 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tiny_config import tiny_train_config
 
-from arkpose import config, train
+from arkpose import train
 
 WORLD = 2
 
@@ -19,19 +20,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cfg(synth_dir) -> config.Config:
-    cfg = config.preset("smoke")
-    cfg.data.root = str(synth_dir)
-    cfg.data.input_size = 64
-    cfg.data.max_translate = 40.0 * 64 / 512
-    cfg.data.min_center_area = 8.0**2
-    cfg.data.train_subset = 8
-    cfg.optim.batch_size = 2
-    cfg.optim.epochs = 2
-    cfg.eval.every = 0
-    return cfg
 
 
 def _worker(rank: int, port: int, synth_dir: str, out: str) -> None:
@@ -59,7 +47,7 @@ def _worker(rank: int, port: int, synth_dir: str, out: str) -> None:
 
     arkpose.data.TrainDataset.__getitem__ = getitem
     arkpose.model.build_model = build
-    metrics = train.train(_cfg(synth_dir), out, progress=False)
+    metrics = train.train(tiny_train_config(synth_dir, batch_size=2, epochs=2), out, progress=False)
     torch.save(models[0].state_dict(), os.path.join(out, f"weights{rank}.pt"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"seen": seen, "loss": metrics["loss"]}, f)

@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from tiny_config import tiny_train_config
 
 from arkpose import checkpoint as ckpt
 from arkpose import config, train
@@ -184,19 +185,6 @@ def test_oom_message_names_the_knobs():
 # End to end on SynthPose (tiny: nano model, 64 px crops, 8 images)
 
 
-def _tiny_cfg(synth_dir, epochs=4):
-    cfg = config.preset("smoke")
-    cfg.data.root = str(synth_dir)
-    cfg.data.input_size = 64
-    cfg.data.max_translate = 40.0 * 64 / 512
-    cfg.data.min_center_area = 8.0**2
-    cfg.data.train_subset = 8
-    cfg.optim.batch_size = 4
-    cfg.optim.epochs = epochs
-    cfg.eval.every = 0
-    return cfg
-
-
 def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
@@ -209,7 +197,7 @@ def _same_weights(a, b):
 def straight_run(synth_dir, tmp_path_factory):
     """4 epochs without interruption: the reference for the resume tests."""
     out = tmp_path_factory.mktemp("straight")
-    metrics = train.train(_tiny_cfg(synth_dir), out, progress=False)
+    metrics = train.train(tiny_train_config(synth_dir), out, progress=False)
     return out, metrics
 
 
@@ -252,7 +240,7 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
 
 def test_resume_gives_the_same_numbers(synth_dir, straight_run, tmp_path):
     ref_dir, ref = straight_run
-    cfg = _tiny_cfg(synth_dir)
+    cfg = tiny_train_config(synth_dir)
     first = train.train(cfg, tmp_path, progress=False, stop_after=2)
     assert first["epoch"] == 2
     with pytest.raises(config.ConfigError, match="pass --resume"):
@@ -273,7 +261,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synth_dir, straight_run, tm
     import arkpose.loss
 
     ref_dir, ref = straight_run
-    cfg = _tiny_cfg(synth_dir)
+    cfg = tiny_train_config(synth_dir)
     real = arkpose.loss.compute_losses
     calls = []
 
