@@ -68,6 +68,15 @@ def official_config(variant: str = "w32") -> tuple[ModelConfig, int]:
     return ModelConfig(backbone=backbone, heatmap_channels=heat, regression_channels=256), k
 
 
+# Head layers that map by prefix alone: (arkpose prefix, official prefix).
+_HEAD_PREFIXES = (
+    ("heatmap_head.transition.", "transition_cls."),
+    ("regression_head.transition.", "transition_reg."),
+    ("heatmap_head.classifier.", "final_layers.0."),
+    ("regression_head.classifier.", "final_layers.1."),
+)
+
+
 def to_official_name(name: str) -> str:
     """arkpose state-dict key -> official key."""
     if name.startswith("backbone."):
@@ -78,12 +87,7 @@ def to_official_name(name: str) -> str:
     m = re.fullmatch(r"regression_head\.unit\.(\w+)\.(.+)", name)
     if m:
         return f"multi_level_layers_4x_regression.0.0.{_UNIT_NAMES[m[1]]}.{m[2]}"
-    for ours, theirs in (
-        ("heatmap_head.transition.", "transition_cls."),
-        ("regression_head.transition.", "transition_reg."),
-        ("heatmap_head.classifier.", "final_layers.0."),
-        ("regression_head.classifier.", "final_layers.1."),
-    ):
+    for ours, theirs in _HEAD_PREFIXES:
         if name.startswith(ours):
             return theirs + name[len(ours):]
     raise KeyError(f"no official name for arkpose key {name!r}")
@@ -97,12 +101,7 @@ def from_official_name(name: str) -> str:
     m = re.fullmatch(r"multi_level_layers_4x_regression\.0\.0\.(\w+)\.(.+)", name)
     if m:
         return f"regression_head.unit.{_UNIT_NAMES_INV[m[1]]}.{m[2]}"
-    for theirs, ours in (
-        ("transition_cls.", "heatmap_head.transition."),
-        ("transition_reg.", "regression_head.transition."),
-        ("final_layers.0.", "heatmap_head.classifier."),
-        ("final_layers.1.", "regression_head.classifier."),
-    ):
+    for ours, theirs in _HEAD_PREFIXES:
         if name.startswith(theirs):
             return ours + name[len(theirs):]
     return "backbone." + name
