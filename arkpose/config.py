@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """A configuration key or value that does not fit the schema."""
 
 
+# data.dataset -> the built-in keypoint spec it is annotated with.
+DATASET_SPECS = {"synth": "coco", "coco": "coco", "crowdpose": "crowdpose"}
+
+
 @dataclass
 class DataConfig:
     """Where the data lives and how training samples are made (method.md §2, §4)."""
@@ -53,7 +57,12 @@ class DataConfig:
     @property
     def spec(self) -> KeypointSpec:
         """The keypoint layout of this dataset (SynthPose uses COCO's 17 keypoints)."""
-        return get_spec("crowdpose" if self.dataset == "crowdpose" else "coco")
+        try:
+            return get_spec(DATASET_SPECS[self.dataset])
+        except KeyError:
+            raise ConfigError(
+                f"unknown data.dataset {self.dataset!r}; choose one of {sorted(DATASET_SPECS)}"
+            ) from None
 
 
 @dataclass

@@ -93,3 +93,12 @@ def test_every_preset_builds_and_paper_schedule():
     coco = config.preset("coco-w32")
     assert coco.optim.batch_size == 12 and coco.optim.epochs == 140
     assert [round(f * 140) for f in coco.optim.lr_drops] == [90, 120]
+
+
+def test_dataset_picks_its_keypoint_spec():
+    cfg = config.preset("quick")
+    assert cfg.data.spec is spec.COCO  # SynthPose is annotated with COCO's 17 keypoints
+    assert config.preset("crowdpose-w32").data.spec is spec.CROWDPOSE
+    cfg.data.dataset = "mpii"
+    with pytest.raises(config.ConfigError, match="unknown data.dataset 'mpii'.*crowdpose"):
+        _ = cfg.data.spec

@@ -18,24 +18,14 @@ import torch
 from arkpose.config import Config
 from arkpose.data.coco import DatasetError, KeypointDataset
 from arkpose.data.transforms import AffineParams, augment, normalize, sample_affine
-from arkpose.spec import COCO, CROWDPOSE, KeypointSpec
 from arkpose.targets import make_targets
 
 __all__ = [
     "DatasetError", "KeypointDataset", "TrainDataset", "build_dataset", "build_train_dataset",
-    "dataset_spec", "split_paths",
+    "split_paths",
 ]
 
-_SPECS = {"synth": COCO, "coco": COCO, "crowdpose": CROWDPOSE}
 SPLITS = ("train", "val")
-
-
-def dataset_spec(name: str) -> KeypointSpec:
-    """The keypoint spec of ``cfg.data.dataset``: "synth"/"coco" -> COCO, "crowdpose"."""
-    try:
-        return _SPECS[name]
-    except KeyError:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(_SPECS)}") from None
 
 
 def split_paths(cfg: Config, split: str) -> tuple[Path, Path]:
@@ -67,7 +57,7 @@ def build_dataset(cfg: Config, split: str = "val", **kwargs: Any) -> KeypointDat
     ann, images = split_paths(cfg, split)
     subset = cfg.data.train_subset if split == "train" else cfg.data.val_subset
     kwargs.setdefault("require_annotations", split == "train")
-    return KeypointDataset(ann, images, dataset_spec(cfg.data.dataset), subset=subset, **kwargs)
+    return KeypointDataset(ann, images, cfg.data.spec, subset=subset, **kwargs)
 
 
 class TrainDataset(torch.utils.data.Dataset):
