@@ -195,12 +195,6 @@ def _set_dataset_epoch(dataset: Any, epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
-def _subset(dataset: Any, n: int):
-    if n and n < len(dataset):
-        return torch.utils.data.Subset(dataset, range(n))
-    return dataset
-
-
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     out = {}
     for key, value in batch.items():
