@@ -212,10 +212,7 @@ def analyse_row(cfg: config_lib.Config, out: Path, qualities: tuple[str, ...]) -
             str(gt), str(detections), spec=cfg.data.spec, compat=analysis_compat(cfg),
             name=f"{cfg.name} ({quality})",
         )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".json.tmp")
-        result.to_json(tmp)
-        tmp.replace(target)
+        _write_json(target, result.to_dict())  # NaN already written as null
 
 
 def run_ablation(
