@@ -515,8 +515,11 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
         worker_init_fn=_ignore_stop_signals,
     )
 
+    # The fused kernel is ~5x faster than the per-parameter loop on CPU (3 vs 17 ms a step for
+    # tiny-w16's 201 tensors) and exists for CPU and CUDA only.
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
     )
     scheduler = make_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None

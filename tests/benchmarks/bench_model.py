@@ -2,7 +2,9 @@
 
     ARKPOSE_THREADS=2 .venv/bin/python tests/benchmarks/bench_model.py [--repeats 5] [--skip-w32]
 
-Prints: W32 forward at 512 (eval, no grad; target <= 1.3 s with 2 threads), the adaptive
+Prints: the fp32 ceiling of this CPU (a large matmul's multiply-adds per second; no conv
+runs faster, so MACs / ceiling is a floor for every timing below), W32 forward at 512
+(eval, no grad; target <= 1.3 s with 2 threads), the adaptive
 conv against F.conv2d of the same shape, the adaptive conv's forward+backward per CPU
 training sampler (batch 16, 32x32, 16/48/64 channels), and training-step time per image at 128 px for the
 CPU presets (targets: tiny-w16 ~9 ms/image, nano-w16 ~6 ms/image). Times are min-of-N; on a
@@ -35,13 +37,24 @@ def best_of(fn, repeats: int, warmup: int = 1) -> float:
     return min(times)
 
 
-def bench_w32(repeats: int) -> None:
+def machine_ceiling(repeats: int) -> float:
+    """Multiply-adds per second of a large fp32 matmul: the most any conv reaches here."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    rate = 2048**3 / best_of(lambda: a @ b, repeats)
+    print(f"fp32 ceiling (2048^3 matmul): {rate / 1e9:.1f} G MAC/s")
+    return rate
+
+
+def bench_w32(repeats: int, ceiling: float) -> None:
     model = build_model(ModelConfig(backbone="w32"), 17).eval()
     x = torch.randn(1, 3, 512, 512)
-    params, macs = count_params_and_macs(ModelConfig(backbone="w32"), 512, as_official=True)
+    params, macs = count_params_and_macs(ModelConfig(backbone="w32"), 512)
     with torch.no_grad():
         t = best_of(lambda: model(x), repeats)
-    print(f"w32 forward 512x512: {t:.3f} s  ({params / 1e6:.2f} M params, {macs / 1e9:.1f} G MACs official count)")
+    print(
+        f"w32 forward 512x512: {t:.3f} s  ({params / 1e6:.2f} M params, {macs / 1e9:.1f} G MACs; "
+        f"at the fp32 ceiling >= {macs / ceiling:.2f} s)"
+    )
 
 
 def bench_adaptive_conv(repeats: int) -> None:
@@ -74,11 +87,11 @@ def bench_adaptive_train(repeats: int) -> None:
         print(f"adaptive conv fwd+bwd {c}->{c} at 32x32, batch 16 (ms): {cells}; regular conv2d {1000 * regular:.1f}")
 
 
-def bench_train(name: str, batch: int, repeats: int) -> None:
+def bench_train(name: str, batch: int, repeats: int, ceiling: float) -> None:
     cfg = preset(name)
     k = 17
     model = build_model(cfg.model, k)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)  # as arkpose.train
     size = 128
     h = size // 4
     x = torch.randn(batch, 3, size, size)
@@ -96,9 +109,12 @@ def bench_train(name: str, batch: int, repeats: int) -> None:
 
     t = best_of(step, repeats)
     params, macs = count_params_and_macs(cfg.model, 256, k)
+    # Backward costs two forwards (input and weight gradients): 3x the forward's MACs at 128 px.
+    floor = 3 * count_params_and_macs(cfg.model, size, k)[1] / ceiling
     print(
         f"{cfg.model.backbone} train step at {size}px, batch {batch}: {1000 * t / batch:.1f} ms/image "
-        f"({params / 1e6:.2f} M params, {macs / 1e9:.2f} G MACs at 256)"
+        f"({params / 1e6:.2f} M params, {macs / 1e9:.2f} G MACs at 256; at the fp32 ceiling "
+        f">= {1000 * floor:.1f} ms/image)"
     )
 
 
@@ -109,12 +125,13 @@ def main() -> None:
     args = parser.parse_args()
     threads = configure_threads()
     print(f"threads {threads}, load average {os.getloadavg()[0]:.2f} (measured under load if > {threads})")
+    ceiling = machine_ceiling(args.repeats)
     if not args.skip_w32:
-        bench_w32(args.repeats)
+        bench_w32(args.repeats, ceiling)
         bench_adaptive_conv(args.repeats)
     bench_adaptive_train(args.repeats)
-    bench_train("quick", 16, args.repeats)  # tiny-w16
-    bench_train("smoke", 16, args.repeats)  # nano-w16
+    bench_train("quick", 16, args.repeats, ceiling)  # tiny-w16
+    bench_train("smoke", 16, args.repeats, ceiling)  # nano-w16
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
