@@ -1,4 +1,5 @@
-"""Datasets from a :class:`arkpose.config.Config`: raw samples and training samples.
+"""Datasets from a :class:`arkpose.config.Config`: raw samples and training samples
+(imported as ``arkpose.data``).
 
 ``build_dataset(cfg, split)`` gives the raw :class:`~arkpose.data.coco.KeypointDataset`;
 ``build_train_dataset(cfg)`` wraps it with the augmentation (method.md §4) and the targets
@@ -19,11 +20,6 @@ from arkpose.config import Config
 from arkpose.data.coco import DatasetError, KeypointDataset
 from arkpose.data.transforms import AffineParams, augment, normalize, sample_affine
 from arkpose.targets import make_targets
-
-__all__ = [
-    "DatasetError", "KeypointDataset", "TrainDataset", "build_dataset", "build_train_dataset",
-    "split_paths",
-]
 
 SPLITS = ("train", "val")
 
