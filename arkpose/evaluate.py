@@ -281,5 +281,6 @@ def evaluate_model(
     )
     extra = {"split": split, "annotations": str(ann_file), "flip": opts.flip,
              "scales": list(opts.scales), "test_size": opts.test_size,
-             "learned_scoring": score_fn is not None}
+             "learned_scoring": score_fn is not None,
+             "oks_sigma_scale": getattr(cfg.data, "oks_sigma_scale", 1.0)}
     return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra)

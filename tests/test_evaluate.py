@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from arkpose import evaluate as ev
-from arkpose.config import Config
+from arkpose.config import Config, DataConfig
 from arkpose.spec import COCO, CROWDPOSE
 from arkpose.targets import make_targets
 from tests.test_grouping import annotation, make_person
@@ -56,6 +56,18 @@ def test_ground_truth_as_predictions_is_perfect(real_fixtures, capsys):
     stats = ev.evaluate(crowd, gt_as_predictions(crowd), CROWDPOSE)
     assert list(stats.values()) == pytest.approx([1, 1, 1, 1, 1, 1, -1, 1, -1])  # no easy/hard
     assert capsys.readouterr().out == ""  # the libraries' printing is captured
+
+
+def test_oks_sigma_scale_loosens_the_tolerance(real_fixtures):
+    coco = real_fixtures / "coco/test_coco.json"
+    shifted = gt_as_predictions(coco)
+    for det in shifted:  # every labelled joint 4 px off: a typical CPU-scale error
+        det["keypoints"] = [v + 4 * (i % 3 == 0) for i, v in enumerate(det["keypoints"])]
+    strict = ev.evaluate(coco, shifted, COCO)["AP"]
+    loose = ev.evaluate(coco, shifted, DataConfig(dataset="coco", oks_sigma_scale=3.0).spec)["AP"]
+    assert strict < loose < 1.0
+    gt = gt_as_predictions(coco)
+    assert ev.evaluate(coco, gt, DataConfig(dataset="coco", oks_sigma_scale=3.0).spec)["AP"] == 1.0
 
 
 def test_empty_detections_give_zero_not_a_crash(real_fixtures):

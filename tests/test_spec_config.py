@@ -96,9 +96,22 @@ def test_every_preset_builds_and_paper_schedule():
 
 
 def test_dataset_picks_its_keypoint_spec():
-    cfg = config.preset("quick")
-    assert cfg.data.spec is spec.COCO  # SynthPose is annotated with COCO's 17 keypoints
+    cfg = config.preset("coco-w32")
+    assert cfg.data.spec is spec.COCO
     assert config.preset("crowdpose-w32").data.spec is spec.CROWDPOSE
     cfg.data.dataset = "mpii"
     with pytest.raises(config.ConfigError, match="unknown data.dataset 'mpii'.*crowdpose"):
         _ = cfg.data.spec
+
+
+def test_oks_sigma_scale_scales_only_the_sigmas():
+    cfg = config.preset("quick")  # SynthPose: COCO's 17 keypoints, tolerance x3 on CPU
+    got = cfg.data.spec
+    assert cfg.data.oks_sigma_scale == 3.0 and got.name == "coco"
+    assert got.sigmas == pytest.approx([3 * s for s in spec.COCO.sigmas])
+    assert (got.keypoints, got.flip_index, got.limbs) == (
+        spec.COCO.keypoints, spec.COCO.flip_index, spec.COCO.limbs)
+    for bad in (0.0, -1.0):
+        cfg.data.oks_sigma_scale = bad
+        with pytest.raises(config.ConfigError, match="oks_sigma_scale must be > 0"):
+            _ = cfg.data.spec

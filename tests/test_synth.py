@@ -9,6 +9,8 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +182,7 @@ def test_rle_matches_pycocotools():
 
 
 def test_labelled_keypoints_lie_on_their_persons_silhouette():
-    cfg = synth.make_config("quick", size=128)
+    cfg = synth.make_config("full", size=128)
     checked = 0
     for index in range(12):
         _, painted, anns = synth.render_scene(cfg, 0, "train", index, keep_masks=True)
@@ -284,7 +286,7 @@ def _mirror(p: R.Person, size: int) -> R.Person:
 
 
 def test_mirroring_gives_the_mirrored_annotation():
-    cfg = synth.make_config("quick", size=128)
+    cfg = synth.make_config("full", size=128)
     flip = np.asarray(COCO.flip_index)
     n_checked = 0
     for seed in range(8):
@@ -332,7 +334,7 @@ def test_stored_rotation_and_height_are_the_keypoint_geometry(rotation, yaw):
 
 
 def test_generated_rotation_and_height_agree_with_keypoints():
-    cfg = synth.make_config("quick", size=128)
+    cfg = synth.make_config("full", size=128)
     n = 0
     for index in range(40):
         _, _, anns = synth.render_scene(cfg, 1, "train", index)
@@ -436,3 +438,16 @@ def test_card_is_written(tmp_path):
     assert "| train | 4 |" in text
     for name in ("histograms.png", "samples_train.png", "samples_val.png"):
         assert (out / "card" / name).stat().st_size > 1000
+
+
+def test_generating_does_not_import_torch(tmp_path):
+    # `arkpose synth` needs numpy and PIL only; importing torch would add ~3 s per call.
+    code = (
+        "import sys\n"
+        "from arkpose.cli import synth\n"
+        f"assert synth.main(['--out', {str(tmp_path / 'ds')!r}, '--preset', 'smoke', '--train', '2',"
+        " '--val', '1', '--quiet']) == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "False"

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coco-analyze: the tool's numbers, quirks included (default); "
                         "fixed: quirks corrected, official COCO area ranges")
     p.add_argument("--spec", choices=("coco", "crowdpose"), default="coco", help="keypoint layout")
+    p.add_argument("--oks-sigma-scale", type=float, default=1.0,
+                   help="multiply the OKS sigmas (data.oks_sigma_scale; the CPU SynthPose "
+                        "presets evaluate with 3)")
     return p
 
 
@@ -31,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from arkpose.analysis import analyze
     from arkpose.analysis.data import AnalysisInputError
-    from arkpose.spec import get_spec
+    from arkpose.config import ConfigError, DataConfig
 
     name = args.name or Path(args.dt).stem
     try:
-        result = analyze(args.gt, args.dt, spec=get_spec(args.spec), compat=args.compat,
+        spec = DataConfig(dataset=args.spec, oks_sigma_scale=args.oks_sigma_scale).spec
+        result = analyze(args.gt, args.dt, spec=spec, compat=args.compat,
                          name=name, benchmarks=not args.no_benchmarks)
-    except (FileNotFoundError, AnalysisInputError) as err:
+    except (FileNotFoundError, AnalysisInputError, ConfigError) as err:
         print(f"arkpose analyze: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
