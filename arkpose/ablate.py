@@ -119,18 +119,26 @@ def row_config(base: config_lib.Config, row: Row, extra: list[str] | None = None
 
 
 def ensure_data(cfg: config_lib.Config, *, progress: bool = True) -> Path:
-    """The dataset root of ``cfg``; SynthPose data is generated when missing."""
+    """The dataset root of ``cfg``. SynthPose data is generated when missing and checked
+    against its preset when present (a dataset of an older preset version is refused, so
+    a stale copy is never trained on silently)."""
     root = Path(cfg.data.root)
-    if (root / cfg.data.val_ann).is_file() and (root / cfg.data.train_ann).is_file():
-        return root
     if not cfg.data.synth_preset:
+        if (root / cfg.data.val_ann).is_file() and (root / cfg.data.train_ann).is_file():
+            return root
         raise FileNotFoundError(
             f"no dataset at {root} (expected {cfg.data.train_ann} and {cfg.data.val_ann}); "
             "point --data at your COCO/CrowdPose copy"
         )
     from arkpose.data import synth
 
-    return Path(synth.generate(root, preset=cfg.data.synth_preset, seed=0, progress=progress))
+    try:
+        return Path(synth.generate(root, preset=cfg.data.synth_preset, seed=0, progress=progress))
+    except synth.SynthError as err:
+        raise synth.SynthError(
+            f"{err}. To regenerate it for this preset: arkpose synth --out {root} "
+            f"--preset {cfg.data.synth_preset} --force"
+        ) from None
 
 
 def _read_json(path: Path) -> Any:

@@ -59,6 +59,27 @@ def test_missing_definition(tmp_path):
         ablate.load_ablation(tmp_path / "nope.yaml")
 
 
+def test_ablate_command_reports_bad_input_in_one_line(tmp_path, capsys):
+    from arkpose.cli import ablate as command
+
+    assert command.main(["--ablation", str(tmp_path / "nope.yaml")]) == 2
+    assert "arkpose ablate: ablation definition" in capsys.readouterr().err
+    assert command.main(["--preset", "smoke", "--set", "model.adaptiv=false",
+                         "--runs", str(tmp_path / "runs"), "--data", str(tmp_path)]) == 2
+    assert "unknown config key 'model.adaptiv'" in capsys.readouterr().err
+
+
+def test_stale_synthpose_data_is_refused_with_the_fix(tmp_path):
+    from arkpose.data import synth
+
+    root = tmp_path / "sp"
+    synth.generate(root, "smoke", train=2, val=1, progress=False)  # not the smoke preset's counts
+    cfg = config.preset("smoke")
+    cfg.data.root = str(root)
+    with pytest.raises(synth.SynthError, match=rf"other arguments.*--out {root} --preset smoke --force"):
+        ablate.ensure_data(cfg, progress=False)
+
+
 def test_user_overrides_apply_after_the_row():
     row = ablate.Row("r", {"model.adaptive": False, "optim.epochs": 3})
     cfg = ablate.row_config(config.preset("smoke"), row, ["optim.epochs=1"])

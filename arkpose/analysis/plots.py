@@ -213,11 +213,13 @@ def plot_size(result):
     return fig
 
 
-def plot_compare(results: dict, area: str = "all", errors=ERROR_TYPES, metric: str = "ap"):
+def plot_compare(results: dict, area: str = "all", errors=ERROR_TYPES, metric: str = "ap",
+                 title: str | None = None):
     """Side by side error breakdown of several models: {name: AnalysisResult}.
 
     metric "ap": isolated AP improvement (mean ± std over OKS .50:.95, in AP points x100);
-    "percent": % of the matched GTs' keypoints carrying each error.
+    "percent": % of the matched GTs' keypoints carrying each error. ``title`` replaces
+    the default axes title.
     """
     names = list(results)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(errors) * max(1, len(names)) / 2), 4.5))
@@ -239,7 +241,7 @@ def plot_compare(results: dict, area: str = "all", errors=ERROR_TYPES, metric: s
                     ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, [ERR_LABEL[e] for e in errors])
     ax.set_ylabel("AP improvement (points)" if metric == "ap" else "% of keypoints")
-    ax.set_title("error breakdown" + (f" (area {area})" if metric == "ap" else ""))
+    ax.set_title(title or "error breakdown" + (f" (area {area})" if metric == "ap" else ""))
     ax.grid(True, axis="y", alpha=0.4)
     ax.legend(fontsize=8)
     fig.tight_layout()

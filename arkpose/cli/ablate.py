@@ -8,6 +8,8 @@ from pathlib import Path
 
 from arkpose import ablate, config, runtime
 from arkpose.config import PRESETS
+from arkpose.data import DatasetError
+from arkpose.data.synth import SynthError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,16 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     runtime.configure_threads()
-    definition = ablate.load_ablation(args.ablation)
-    table = ablate.run_ablation(
-        definition,
-        args.preset,
-        runs_dir=args.runs,
-        overrides=args.overrides,
-        data_root=args.data,
-        max_val_images=args.max_val_images,
-        analyse=not args.no_analysis,
-    )
+    try:
+        definition = ablate.load_ablation(args.ablation)
+        table = ablate.run_ablation(
+            definition,
+            args.preset,
+            runs_dir=args.runs,
+            overrides=args.overrides,
+            data_root=args.data,
+            max_val_images=args.max_val_images,
+            analyse=not args.no_analysis,
+        )
+    # Bad input (definition, --set key, data folder) gets one line naming the fix; a
+    # failure inside a training run keeps its traceback.
+    except (ablate.AblationError, config.ConfigError, DatasetError, FileNotFoundError,
+            SynthError) as err:
+        print(f"arkpose ablate: {err}", file=sys.stderr)
+        return 2
     run_root = Path(args.runs) / f"{definition.name}-{args.preset}"
     columns = [c for c in table.columns if c.endswith("_AP")]
     print(table.set_index("row")[columns].mul(100).round(1).to_string())
