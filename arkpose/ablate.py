@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from arkpose import config as config_lib
+from arkpose.jsonio import write_json
 
 QUALITIES = ("regression", "heatmap", "final")
 
@@ -146,10 +147,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    tmp.replace(path)
+    write_json(path, data, indent=2, default=float)
 
 
 def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from arkpose.jsonio import write_json
 from arkpose.spec import KeypointSpec
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -215,13 +216,6 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     return stats_frame(results).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)  # never leave a half-written file behind
-
-
 def evaluate_detections(
     gt: Any,
     detections: Mapping[str, list[dict]],
@@ -240,10 +234,10 @@ def evaluate_detections(
         results[quality] = stats
         if out_dir is not None:
             d = Path(out_dir) / quality
-            _write_json(d / "detections.json", dets)
+            write_json(d / "detections.json", dets)
             meta = {"quality": quality, "num_images": len(image_ids) if image_ids is not None
                     else len(gt["images"]), "num_detections": len(dets), **(extra or {})}
-            _write_json(d / "metrics.json", {**stats, "meta": meta})
+            write_json(d / "metrics.json", {**stats, "meta": meta})
     return results
 
 

@@ -12,10 +12,10 @@ checkpoint) and prints one row of COCO / CrowdPose stats per quality.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
+
+from arkpose.jsonio import write_json
 
 QUALITIES = ("regression", "heatmap", "final")
 
@@ -113,9 +113,7 @@ def main(argv: list[str]) -> int:
         print(f"arkpose eval: {err}", file=sys.stderr)
         return 1
     # One file with every quality of this run, next to the per-quality folders.
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / "metrics.json")
+    write_json(out / "metrics.json", results, indent=1)
     print(evaluate.format_table(results))
     if cfg.data.oks_sigma_scale != 1.0:
         print(f"OKS sigmas x{cfg.data.oks_sigma_scale:g} (--oks-sigma-scale 1 for the dataset's own)")

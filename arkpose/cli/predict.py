@@ -11,12 +11,12 @@ image with its poses drawn. An image with nobody in it gives no entry, not an er
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from arkpose.cli.eval import _scales
+from arkpose.jsonio import write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +85,7 @@ def main(argv: list[str]) -> int:
         drawing = viz.draw_skeleton(image, poses[order], spec, min_score=args.min_score)
         png = viz.save_png(drawing, out / f"{image_id:03d}_{Path(path).stem}.png")
         print(f"{path}: {len(dets)} person(s) -> {png}")
-    tmp = out / "predictions.json.tmp"
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, out / "predictions.json")
+    write_json(out / "predictions.json", results)
     print(f"wrote {out / 'predictions.json'} ({len(results)} poses)")
     return 0
 
