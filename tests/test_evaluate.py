@@ -210,6 +210,17 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
+    # Bad input to the checkpoint-reading commands: one line each, nothing evaluated.
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 1
+    assert capsys.readouterr().err.startswith("arkpose eval: ")
+    assert main(["eval", "--checkpoint", str(ckpt), "--oks-sigma-scale", "0"]) == 2
+    assert "oks_sigma_scale must be > 0" in capsys.readouterr().err
+    for command in ("eval", "predict"):
+        argv = [command, "--checkpoint", str(ckpt), "--scorer", str(tmp_path / "no_scorer.pt")]
+        argv += [str(tmp_path / "data/images/0.png"), "--out", str(out)] if command == "predict" else []
+        assert main(argv) == 1
+        assert f"arkpose {command}: cannot use scorer" in capsys.readouterr().err
+
 
 def test_perfect_maps_of_real_images_give_ap_1_for_every_quality(real_fixtures):
     """Real COCO fixture images through the whole pipeline (resize, grouping, back-projection)

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from arkpose.cli.common import CommandError, load_checkpoint, load_scorer
 from arkpose.jsonio import write_json
 
 QUALITIES = ("regression", "heatmap", "final")
@@ -75,33 +76,24 @@ def main(argv: list[str]) -> int:
     if args.max_images < 0:
         print("arkpose eval: --max-images must be >= 0", file=sys.stderr)
         return 2
-    from arkpose import evaluate, runtime
-    from arkpose.checkpoint import CheckpointError, load_model
+    from arkpose import evaluate
+    from arkpose.config import ConfigError
     from arkpose.data import DatasetError
 
-    runtime.configure_threads()
     try:
-        model, cfg = load_model(args.checkpoint, device=runtime.resolve_device(args.device))
-    except (CheckpointError, FileNotFoundError) as err:
+        model, cfg = load_checkpoint(args.checkpoint, args.device)
+        if args.data is not None:
+            cfg.data.root = args.data
+        if args.oks_sigma_scale is not None:
+            cfg.data.oks_sigma_scale = args.oks_sigma_scale
+        # cfg.data.spec checks the scale, also when no scorer is given.
+        score_fn = load_scorer(args.scorer, cfg.data.spec, args.scoring_mode or cfg.eval.scoring_mode)
+    except CommandError as err:
         print(f"arkpose eval: {err}", file=sys.stderr)
         return 1
-    if args.data is not None:
-        cfg.data.root = args.data
-    if args.oks_sigma_scale is not None:
-        if not args.oks_sigma_scale > 0:
-            print("arkpose eval: --oks-sigma-scale must be > 0", file=sys.stderr)
-            return 2
-        cfg.data.oks_sigma_scale = args.oks_sigma_scale
-    score_fn = None
-    if args.scorer is not None:
-        from arkpose import rescore
-
-        mode = args.scoring_mode or cfg.eval.scoring_mode
-        try:
-            score_fn = rescore.load_score_fn(args.scorer, cfg.data.spec, mode)
-        except (OSError, ValueError, RuntimeError) as err:
-            print(f"arkpose eval: cannot use scorer {args.scorer}: {err}", file=sys.stderr)
-            return 1
+    except ConfigError as err:  # a bad --oks-sigma-scale
+        print(f"arkpose eval: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
     try:
         results = evaluate.evaluate_model(

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from arkpose.cli.common import CommandError, load_checkpoint, load_scorer
 from arkpose.cli.eval import _scales
 from arkpose.jsonio import write_json
 
@@ -46,25 +47,15 @@ def main(argv: list[str]) -> int:
         return 1
     import numpy as np
 
-    from arkpose import inference, runtime, viz
-    from arkpose.checkpoint import CheckpointError, load_model
+    from arkpose import inference, viz
 
-    runtime.configure_threads()
     try:
-        model, cfg = load_model(args.checkpoint, device=runtime.resolve_device(args.device))
-    except (CheckpointError, FileNotFoundError) as err:
+        model, cfg = load_checkpoint(args.checkpoint, args.device)
+        spec = cfg.data.spec
+        score_fn = load_scorer(args.scorer, spec, cfg.eval.scoring_mode)
+    except CommandError as err:
         print(f"arkpose predict: {err}", file=sys.stderr)
         return 1
-    spec = cfg.data.spec
-    score_fn = None
-    if args.scorer is not None:
-        from arkpose import rescore
-
-        try:
-            score_fn = rescore.load_score_fn(args.scorer, spec, cfg.eval.scoring_mode)
-        except (OSError, ValueError, RuntimeError) as err:
-            print(f"arkpose predict: cannot use scorer {args.scorer}: {err}", file=sys.stderr)
-            return 1
     opts = inference.options_from_config(cfg, flip=args.flip, scales=args.scales,
                                          score_fn=score_fn)
     out = Path(args.out)
