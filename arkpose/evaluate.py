@@ -60,18 +60,22 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise EvaluationError(f"{path} is not valid json: {err}") from None
+
+
 def load_gt(gt: Any) -> dict:
     """Ground-truth json as a dict, from a path, a dict or a (py/xt)cocotools COCO object."""
     if hasattr(gt, "dataset") and hasattr(gt, "getImgIds"):
         gt = gt.dataset
     if isinstance(gt, (str, os.PathLike)):
-        path = Path(gt)
-        if not path.is_file():
-            raise FileNotFoundError(f"ground-truth annotation file {path} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise EvaluationError(f"{path} is not valid json: {err}") from None
+        data = _read_json(gt, "ground-truth annotation file")
     elif isinstance(gt, Mapping):
         data = dict(gt)
     else:
@@ -112,13 +116,7 @@ def _gt_api(data: dict, spec: KeypointSpec, image_ids: list[int] | None, tmp: Pa
 
 def _load_detections(detections: Any) -> list[dict]:
     if isinstance(detections, (str, os.PathLike)):
-        path = Path(detections)
-        if not path.is_file():
-            raise FileNotFoundError(f"detections file {path} does not exist")
-        try:
-            detections = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise EvaluationError(f"{path} is not valid json: {err}") from None
+        detections = _read_json(detections, "detections file")
     if not isinstance(detections, list):
         raise EvaluationError("detections must be a list of COCO result dicts")
     return copy.deepcopy(detections)  # loadRes writes ids and areas into them
@@ -276,5 +274,5 @@ def evaluate_model(
     extra = {"split": split, "annotations": str(ann_file), "flip": opts.flip,
              "scales": list(opts.scales), "test_size": opts.test_size,
              "learned_scoring": score_fn is not None,
-             "oks_sigma_scale": getattr(cfg.data, "oks_sigma_scale", 1.0)}
+             "oks_sigma_scale": cfg.data.oks_sigma_scale}
     return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra)

@@ -20,10 +20,7 @@ _HOMES = {
     "split_paths": "arkpose.data.datasets",
 }
 
-__all__ = [  # resolved by __getattr__ below
-    "DatasetError", "KeypointDataset", "TrainDataset", "build_dataset", "build_train_dataset",
-    "split_paths",
-]
+__all__ = list(_HOMES)  # resolved by __getattr__ below
 
 
 def __getattr__(name: str):
