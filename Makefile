@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 ablations: $(STAMP)
-	$(VENV)/bin/arkpose ablate --preset quick
+	$(VENV)/bin/arkpose ablate --preset quick $(if $(SEEDS),--seeds $(SEEDS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check arkpose tests

@@ -1,21 +1,29 @@
-"""Ablation runs: train every row of an ablation definition, evaluate, analyse, report.
+"""Ablation runs: train every row of an ablation definition for every seed, evaluate,
+analyse, and say how sure each difference is.
 
 An ablation definition (``ablations/table4.yaml``) lists rows; each row is a set of config
-overrides applied on top of a preset, or reuses another row's checkpoint with learned pose
-scoring. :func:`run_ablation` is resumable at every step: a row whose ``done.json`` exists
-is not retrained, an interrupted training resumes from ``last.pt``, and evaluations and
-analyses already written are read back instead of recomputed.
+overrides applied on top of a preset, or reuses another row's checkpoint (with learned pose
+scoring in Table 4). :func:`run_ablation` runs every (row, seed) pair, seeds in the outer
+loop, and is resumable at every step.
 
-Layout (architecture.md): ``<runs>/<ablation>-<preset>/<row>/`` holds the training run,
-``eval/<quality>/{detections.json, metrics.json}``, ``analysis/<quality>/analysis.json`` and,
-for scoring rows, ``scorer.pt``; ``<runs>/<ablation>-<preset>/summary.csv`` collects the APs.
+Layout: ``<runs>/<ablation>-<preset>/<row>/seed-<s>/`` holds the training run and its
+``identity.json`` (:mod:`arkpose.provenance`), ``eval/`` (``identity.json``, ``<quality>/``
+``{detections.json, matching.npz, metrics.json}``), ``analysis/<quality>/analysis.json`` and,
+where learned scoring is on, ``scorer/scorer.pt``. Each folder is reused only when its
+identity matches what this run would make; a folder whose identity differs is moved to
+``superseded/`` with one line saying what changed. The run root collects ``per_seed.csv``,
+``rows.csv``, ``deltas.csv`` (paired bootstrap, :mod:`arkpose.stats`), ``summary.json`` and
+``provenance.json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +31,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+import arkpose
 from arkpose import config as config_lib
+from arkpose import provenance
 from arkpose.jsonio import write_json
+from arkpose.provenance import IDENTITY_FILE, identity, read_identity
 
 QUALITIES = ("regression", "heatmap", "final")
 
@@ -114,8 +125,9 @@ def row_config(base: config_lib.Config, row: Row, extra: list[str] | None = None
     cfg = config_lib.clone(base)
     cfg.name = row.name
     config_lib.apply_overrides(cfg, row.overrides)
+    if row.learned_scoring:  # the row-level key is the same switch as eval.learned_scoring
+        cfg.eval.learned_scoring = True
     config_lib.apply_overrides(cfg, extra or [])
-    cfg.eval.learned_scoring = row.learned_scoring
     return cfg
 
 
@@ -142,6 +154,98 @@ def ensure_data(cfg: config_lib.Config, *, progress: bool = True) -> Path:
         ) from None
 
 
+def parse_seeds(text: str | None, default_count: int) -> tuple[int, ...]:
+    """``--seeds``: ``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those; ``"5,"`` -> seed 5 alone;
+    None -> the preset's ``ablation_seeds`` first seeds."""
+    fix = "use --seeds N (the first N seeds) or a list such as --seeds 0,1,2"
+    if text is None:
+        return tuple(range(default_count))
+    raw = str(text).strip()
+    parts = [p.strip() for p in raw.split(",")]
+    try:
+        if "," not in raw:
+            count = int(raw)
+            if count < 1:
+                raise AblationError(f"--seeds {raw}: at least one seed is needed; {fix}")
+            return tuple(range(count))
+        seeds = tuple(int(p) for p in parts if p)
+    except ValueError:
+        raise AblationError(f"--seeds {raw!r} is not a list of non-negative integers; {fix}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise AblationError(f"--seeds {raw!r} is not a list of non-negative integers; {fix}")
+    if len(set(seeds)) != len(seeds):
+        raise AblationError(f"--seeds {raw!r} repeats a seed; {fix}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (row, seed): its config, its folder, and the trained run it evaluates."""
+
+    row: Row
+    seed: int
+    cfg: config_lib.Config
+    folder: Path
+    train_folder: Path  # == folder for trained rows; the reused row's folder otherwise
+
+    @property
+    def trains(self) -> bool:
+        return self.row.reuse is None
+
+    @property
+    def label(self) -> str:
+        return f"{self.row.name} seed {self.seed}"
+
+
+def plan(ablation: Ablation, base: config_lib.Config, seeds: tuple[int, ...], root: Path,
+         extra: list[str] | None = None) -> list[Job]:
+    """Every (row, seed) job, seeds outer, trained rows before the rows that reuse them."""
+    by_name = {r.name: r for r in ablation.rows}
+    ordered = [r for r in ablation.rows if r.reuse is None] + [r for r in ablation.rows if r.reuse]
+    jobs = []
+    for seed in seeds:
+        for row in ordered:
+            cfg = row_config(base, row, extra)
+            cfg.seed = seed
+            folder = root / row.slug / f"seed-{seed}"
+            source = by_name[row.reuse] if row.reuse else row
+            jobs.append(Job(row, seed, cfg, folder, root / source.slug / f"seed-{seed}"))
+    return jobs
+
+
+def check_runs_folder(jobs: list[Job], root: Path) -> None:
+    """Refuse, before anything is written, a runs folder this arkpose cannot vouch for."""
+    fix = "move it away (or pass another --runs) and run again"
+    for row_dir in {j.folder.parent for j in jobs}:
+        legacy = [n for n in ("done.json", "last.pt", "eval", "ablation_row.yaml") if (row_dir / n).exists()]
+        if legacy:
+            raise AblationError(f"{row_dir} was written by an older arkpose (a run without "
+                                f"seed folders or digests: {', '.join(legacy)}); {fix}")
+    for job in jobs:
+        if job.folder.is_dir() and any(job.folder.iterdir()) and read_identity(job.folder) is None:
+            raise AblationError(f"{job.folder} holds files but no readable {IDENTITY_FILE} (written "
+                                f"by an older arkpose, or not by arkpose); {fix}")
+
+
+def _claim(folder: Path, ident: dict, root: Path, label: str, log: Callable[[str], None]) -> bool:
+    """Make ``folder`` the home of the run ``ident``: True when what is there is that run."""
+    old = read_identity(folder)
+    if old is not None and old["digest"] == ident["digest"]:
+        return True
+    if old is not None:
+        rel = folder.relative_to(root)
+        dest = root / "superseded" / f"{'__'.join(rel.parts)}-{old['digest'][:10]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        folder.rename(dest)
+        log(f"{label}: {provenance.describe_change(old, ident)}; not reusing {rel} "
+            f"(moved to {dest.relative_to(root)})")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / IDENTITY_FILE, ident, indent=1, default=str)
+    return False
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -157,42 +261,44 @@ def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Pa
     done = out / "done.json"
     if not done.is_file():
         metrics = train.train(cfg, out, resume=(out / "last.pt").is_file(), progress=progress)
-        _write_json(done, {"metrics": metrics})
+        seconds = sum(r.get("seconds", 0.0) for r in train.read_metrics(out))
+        _write_json(done, {"metrics": metrics, "train_s": seconds})
     return out / "last.pt"
 
 
-def evaluate_row(
-    checkpoint: Path,
-    out: Path,
-    qualities: tuple[str, ...],
-    *,
-    scorer: Path | None = None,
-    max_images: int = 0,
-    progress: bool = True,
-) -> dict[str, dict]:
-    """Evaluate ``checkpoint`` for each quality, reusing results already on disk."""
-    todo = [q for q in qualities if not (out / "eval" / q / "metrics.json").is_file()]
+def eval_inputs(job: Job, train_digest: str, qualities: tuple[str, ...], max_images: int,
+                scorer_sha: str | None) -> dict[str, Any]:
+    """Everything an evaluation's numbers depend on (the checkpoint by its run digest)."""
+    e = job.cfg.eval
+    return {"kind": "eval", "arkpose": arkpose.__version__, "train": train_digest,
+            "qualities": list(qualities), "split": "val", "max_images": max_images,
+            "test_size": e.test_size, "flip": e.flip, "scales": list(e.scales),
+            "max_people": e.max_people, "center_threshold": e.center_threshold,
+            "scoring_mode": e.scoring_mode if scorer_sha else None, "scorer": scorer_sha,
+            "oks_sigma_scale": job.cfg.data.oks_sigma_scale, "data": job.cfg.data.root}
+
+
+def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ...], *,
+                 scorer: Path | None, max_images: int, progress: bool) -> dict[str, dict]:
+    """Evaluate ``checkpoint`` with the job's settings for each quality not yet on disk."""
+    todo = [q for q in qualities if not (out / q / "metrics.json").is_file()]
     if todo:
         from arkpose import checkpoint as ckpt
         from arkpose import evaluate
 
-        model, cfg = ckpt.load_model(checkpoint)
+        t0 = time.perf_counter()
+        model, _ = ckpt.load_model(checkpoint)
         score_fn = None
         if scorer is not None:
             from arkpose import rescore
 
-            score_fn = rescore.load_score_fn(scorer, cfg.data.spec, cfg.eval.scoring_mode)
-        evaluate.evaluate_model(
-            model,
-            cfg,
-            split="val",
-            qualities=tuple(todo),
-            max_images=max_images,
-            out_dir=out / "eval",
-            score_fn=score_fn,
-            progress=progress,
-        )
-    return {q: _read_json(out / "eval" / q / "metrics.json") for q in qualities}
+            score_fn = rescore.load_score_fn(scorer, job.cfg.data.spec, job.cfg.eval.scoring_mode)
+        evaluate.evaluate_model(model, job.cfg, split="val", qualities=tuple(todo),
+                                max_images=max_images, out_dir=out, score_fn=score_fn,
+                                progress=progress)
+        timing = _read_json(out / "timing.json") if (out / "timing.json").is_file() else {}
+        _write_json(out / "timing.json", {"eval_s": timing.get("eval_s", 0.0) + time.perf_counter() - t0})
+    return {q: _read_json(out / q / "metrics.json") for q in qualities}
 
 
 def analysis_compat(cfg: config_lib.Config) -> str:
@@ -204,182 +310,192 @@ def analysis_compat(cfg: config_lib.Config) -> str:
     return "coco-analyze" if cfg.data.dataset == "coco" else "fixed"
 
 
-def analyse_row(cfg: config_lib.Config, out: Path, qualities: tuple[str, ...]) -> None:
+def analyse_row(cfg: config_lib.Config, eval_dir: Path, out: Path, qualities: tuple[str, ...]) -> None:
     """Ronchi-Perona analysis of each quality's detections (numbers only; plots in notebooks)."""
     from arkpose import analysis
 
     gt = Path(cfg.data.root) / cfg.data.val_ann
     for quality in qualities:
-        target = out / "analysis" / quality / "analysis.json"
+        target = out / quality / "analysis.json"
         if target.is_file():
             continue
-        detections = out / "eval" / quality / "detections.json"
         result = analysis.analyze(
-            str(gt), str(detections), spec=cfg.data.spec, compat=analysis_compat(cfg),
-            name=f"{cfg.name} ({quality})",
+            str(gt), str(eval_dir / quality / "detections.json"), spec=cfg.data.spec,
+            compat=analysis_compat(cfg), name=f"{cfg.name} ({quality})",
         )
         _write_json(target, result.to_dict())  # NaN already written as null
+
+
+SCORER_DIR = "scorer"
+
+
+def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], None],
+                  progress: bool) -> Path:
+    """The learned scorer of the job's trained run (trained from its checkpoint when absent)."""
+    from arkpose import rescore
+
+    folder = job.train_folder / SCORER_DIR
+    ident = identity({"kind": "scorer", "arkpose": arkpose.__version__,
+                      "train": train_digest, "seed": job.seed})
+    target = folder / rescore.SCORER_FILE
+    if not (_claim(folder, ident, root, f"{job.label} scorer", log) and target.is_file()):
+        t0 = time.perf_counter()
+        rescore.rescore(job.train_folder / "last.pt", out=target, seed=job.seed, progress=progress)
+        _write_json(folder / "timing.json", {"scorer_s": time.perf_counter() - t0})
+    return target
 
 
 def run_ablation(
     ablation: Ablation,
     preset: str,
     *,
+    seeds: tuple[int, ...] | None = None,
     runs_dir: str | Path = "runs/ablations",
     overrides: list[str] | None = None,
     data_root: str | None = None,
     max_val_images: int = 0,
     analyse: bool = True,
+    n_boot: int = 1000,
     progress: bool = True,
-) -> pd.DataFrame:
-    """Train, evaluate and analyse every row; returns (and writes) the summary table.
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every (row, seed), then the paired statistics; returns (and writes) the summary.
 
-    The table has one row per ablation row and the columns ``<quality>_AP`` (plus
-    ``<quality>_AP50`` ... where the evaluator reports them), in [0, 1].
+    Bad input (a ``seed`` override, a runs folder of an older arkpose) raises
+    :class:`AblationError` before anything in the runs folder is written.
     """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    extra = list(overrides or [])
+    if any(config_lib._split(o)[0] == "seed" for o in extra):
+        raise AblationError("--set seed=... is not an ablation override: every row runs every "
+                            "seed of --seeds; use --seeds 1, (one seed) or --seeds 0,1,2")
     base = config_lib.preset(preset)
     if data_root is not None:
         base.data.root = data_root
         base.data.synth_preset = ""
-    config_lib.apply_overrides(base, overrides or [])
-    ensure_data(base, progress=progress)
+    config_lib.apply_overrides(base, extra)
+    seeds = tuple(range(base.ablation_seeds)) if seeds is None else tuple(seeds)
     root = Path(runs_dir) / f"{ablation.name}-{preset}"
-    root.mkdir(parents=True, exist_ok=True)
+    jobs = plan(ablation, base, seeds, root, extra)
+    check_runs_folder(jobs, root)
+    ensure_data(base, progress=progress)
+    data_digest = provenance.dataset_digest(base)
 
-    records = []
-    by_name = {r.name: r for r in ablation.rows}
-    for row in ablation.rows:
-        cfg = row_config(base, row, overrides)
-        out = root / row.slug
-        out.mkdir(parents=True, exist_ok=True)
-        config_lib.save_yaml(cfg, out / "ablation_row.yaml")
-        if row.reuse is None:
-            checkpoint = train_row(cfg, out, progress=progress)
-            qualities = QUALITIES
-            scorer = None
+    t_start = time.perf_counter()
+    train_digests: dict[Path, str] = {}
+    records, eval_dirs = [], {}
+    for job in jobs:
+        if job.trains:
+            ident = identity(provenance.run_inputs(job.cfg))
+            if not _claim(job.folder, ident, root, job.label, log):
+                log(f"{job.label}: training into {job.folder}")
+            elif (job.folder / "done.json").is_file():
+                log(f"{job.label}: reusing {job.folder} (same digest {ident['digest'][:10]})")
+            else:
+                log(f"{job.label}: resuming {job.folder}")
+            train_row(job.cfg, job.folder, progress=progress)
+            train_digests[job.folder] = ident["digest"]
         else:
-            source = root / by_name[row.reuse].slug
-            checkpoint = source / "last.pt"
-            # Learned scoring only reorders the final poses: the regression and heatmap
-            # qualities are the reused row's (as in the paper's Table 4).
-            qualities = ("final",)
-            scorer = _ensure_scorer(checkpoint, source / "scorer.pt", progress=progress)
-        stats = evaluate_row(
-            checkpoint, out, qualities, scorer=scorer, max_images=max_val_images, progress=progress
-        )
-        if row.reuse is not None:
-            reused = root / by_name[row.reuse].slug / "eval"
-            for quality in QUALITIES:
-                if quality not in stats:
-                    stats[quality] = _read_json(reused / quality / "metrics.json")
-        if analyse:
-            analyse_row(cfg, out, qualities)
-        record: dict[str, Any] = {"row": row.name, "paper_method": row.paper_method or row.name}
+            source_digest = train_digests[job.train_folder]
+            _claim(job.folder, identity({"kind": "reuse", "train": source_digest}), root, job.label, log)
+        train_digest = train_digests[job.train_folder]
+        scorer = ensure_scorer(job, train_digest, root, log, progress) if job.cfg.eval.learned_scoring else None
+        # Learned scoring only reorders the final poses: a reusing row evaluates the final
+        # quality alone and takes the regression and heatmap qualities of the row it reuses.
+        qualities = QUALITIES if job.trains else ("final",)
+        inputs = eval_inputs(job, train_digest, qualities, max_val_images,
+                             provenance.file_sha256(scorer) if scorer else None)
+        eval_dir = job.folder / "eval"
+        _claim(eval_dir, identity(inputs), root, f"{job.label} evaluation", log)
+        stats = evaluate_row(job, job.train_folder / "last.pt", eval_dir, qualities,
+                             scorer=scorer, max_images=max_val_images, progress=progress)
         for quality in QUALITIES:
-            for key, value in stats[quality].items():
-                if isinstance(value, (int, float)):
-                    record[f"{quality}_{key}"] = float(value)
-        records.append(record)
-
-    table = pd.DataFrame.from_records(records)
-    table.to_csv(root / "summary.csv", index=False)
-    _write_json(
-        root / "summary.json",
-        {
-            "ablation": ablation.name,
-            "preset": preset,
-            "description": ablation.description,
-            "paper_table": ablation.paper_table,
-            "rows": records,
-            "config": config_lib.to_dict(base),
-        },
-    )
-    return table
+            source = eval_dir if quality in qualities else job.train_folder / "eval"
+            eval_dirs[(job.row.name, job.seed, quality)] = source / quality
+            if quality not in stats:
+                stats[quality] = _read_json(source / quality / "metrics.json")
+        if analyse:
+            analysis_dir = job.folder / "analysis"
+            _claim(analysis_dir, identity({"kind": "analysis", "eval": read_identity(eval_dir)["digest"],
+                                           "compat": analysis_compat(job.cfg)}),
+                   root, f"{job.label} analysis", log)
+            analyse_row(job.cfg, eval_dir, analysis_dir, qualities)
+        records.append(_record(job, stats, eval_dir, scorer))
+    return write_summary(ablation, preset, base, seeds, jobs, records, eval_dirs, root,
+                         data_digest=data_digest, max_val_images=max_val_images, n_boot=n_boot,
+                         wall_s=time.perf_counter() - t_start)
 
 
-def _ensure_scorer(checkpoint: Path, target: Path, *, progress: bool) -> Path:
-    if not target.is_file():
-        from arkpose import rescore
-
-        rescore.rescore(checkpoint, out=target, progress=progress)
-    return target
+def _timing(path: Path, key: str) -> float:
+    return float(_read_json(path).get(key, 0.0)) if path.is_file() else 0.0
 
 
-def paper_table(csv_path: str | Path, table: str = "T4") -> pd.DataFrame:
-    """The paper's numbers as a (method x metric) table, in [0, 1] like ours."""
-    numbers = pd.read_csv(csv_path)
-    numbers = numbers[numbers["table"] == table]
-    wide = numbers.pivot_table(index="method", columns="metric", values="value", sort=False)
-    return wide / 100.0
-
-
-def compare_with_paper(run_root: str | Path, paper_csv: str | Path) -> pd.DataFrame:
-    """Our APs next to the paper's, one row per ablation row, in AP points (0-100)."""
-    run_root = Path(run_root)
-    summary = _read_json(run_root / "summary.json")
-    ours = pd.DataFrame.from_records(summary["rows"])
-    paper = paper_table(paper_csv, summary.get("paper_table") or "T4")
-    table = pd.DataFrame({"row": ours["row"]})
+def _record(job: Job, stats: dict[str, dict], eval_dir: Path, scorer: Path | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"row": job.row.name, "seed": job.seed,
+                              "paper_method": job.row.paper_method or job.row.name}
     for quality in QUALITIES:
-        table[f"{quality} (ours)"] = 100 * ours[f"{quality}_AP"]
-        metric = f"{quality}_AP"
-        table[f"{quality} (paper)"] = [
-            100 * paper.loc[m, metric] if m in paper.index and metric in paper else float("nan")
-            for m in ours["paper_method"]
-        ]
-    return table.set_index("row")
+        for key, value in stats[quality].items():
+            if isinstance(value, (int, float)):
+                record[f"{quality}_{key}"] = float(value)
+    record["train_s"] = _timing(job.folder / "done.json", "train_s") if job.trains else 0.0
+    record["eval_s"] = _timing(eval_dir / "timing.json", "eval_s")
+    record["scorer_s"] = _timing(scorer.parent / "timing.json", "scorer_s") if scorer else 0.0
+    record["learned_scoring"] = scorer is not None
+    record["unit_init"] = job.cfg.model.unit_init
+    record["train_digest"] = read_identity(job.train_folder)["digest"]
+    record["eval_digest"] = read_identity(eval_dir)["digest"]
+    return record
 
 
-def plot_qualities(table: pd.DataFrame, title: str = ""):
-    """Grouped bars: each row's regression / heatmap / final AP, ours solid, paper hatched."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seeds: tuple[int, ...],
+                  jobs: list[Job], records: list[dict], eval_dirs: dict, root: Path, *,
+                  data_digest: str, max_val_images: int, n_boot: int, wall_s: float) -> dict[str, Any]:
+    """Paired bootstrap per quality, then every table of the run root (module doc)."""
+    from arkpose import stats
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    x = np.arange(len(table))
-    width = 0.13
-    colors = {"regression": "#4c72b0", "heatmap": "#dd8452", "final": "#55a868"}
-    for i, quality in enumerate(QUALITIES):
-        offset = (i - 1) * 2 * width
-        ax.bar(x + offset - width / 2, table[f"{quality} (ours)"], width,
-               color=colors[quality], label=f"{quality} (ours)")
-        ax.bar(x + offset + width / 2, table[f"{quality} (paper)"], width, color="white",
-               edgecolor=colors[quality], hatch="///", label=f"{quality} (paper, COCO)")
-    ax.set_xticks(x, table.index)
-    ax.set_ylabel("AP")
-    ax.set_title(title)
-    ax.legend(ncol=3, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12))
-    fig.tight_layout()
-    return fig
-
-
-def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> Path:
-    """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it."""
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    declared = papermill.inspect_notebook(str(source))
-    papermill.execute_notebook(
-        str(source), str(target), parameters={k: v for k, v in parameters.items() if k in declared},
-        progress_bar=False, cwd=str(Path.cwd()),
-    )
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(target), as_version=4))
-    target.with_suffix(".html").write_text(html)
-    return target
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
-    """A GitHub markdown table of ``table`` (index included), NaN shown as '–'."""
-    frame = table.reset_index()
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
-
-    rows = ["| " + " | ".join(cell(v) for v in rec) + " |" for rec in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
+    row_names = [r.name for r in ablation.rows]
+    row_tables, delta_tables = [], []
+    for quality in QUALITIES:
+        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / "matching.npz")
+                     for r in row_names for s in seeds}
+        result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot)
+        row_tables.append(result.rows.assign(quality=quality))
+        delta_tables.append(result.deltas.assign(quality=quality))
+    rows = pd.concat(row_tables, ignore_index=True)
+    deltas = pd.concat(delta_tables, ignore_index=True)
+    per_seed = pd.DataFrame.from_records(records)
+    paper = {r.name: r.paper_method or r.name for r in ablation.rows}
+    rows.insert(1, "paper_method", rows["row"].map(paper))
+    deltas.insert(1, "paper_method", deltas["row"].map(paper))
+    e = base.eval
+    prov = {
+        **provenance.environment(base),
+        "preset": preset, "ablation": ablation.name, "seeds": list(seeds),
+        "dataset": base.data.root, "dataset_digest": data_digest,
+        "oks_sigma_scale": base.data.oks_sigma_scale,
+        "evaluation": {"split": "val", "max_images": max_val_images, "flip": e.flip,
+                       "scales": list(e.scales), "test_size": e.test_size,
+                       "scoring_mode": e.scoring_mode},
+        "unit_init": sorted({j.cfg.model.unit_init for j in jobs if j.trains}),
+        "bootstrap": {"n_boot": n_boot, "level": 0.95, "resamples": "seeds and images, paired"},
+        "wall_s_per_row": per_seed.assign(total=per_seed[["train_s", "eval_s", "scorer_s"]].sum(axis=1))
+        .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
+        "wall_s_this_call": round(wall_s, 1),
+    }
+    for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
+        frame.to_csv(root / f"{name}.csv", index=False)
+    _write_json(root / "provenance.json", prov)
+    summary = {
+        "format": 2, "ablation": ablation.name, "preset": preset,
+        "description": ablation.description, "paper_table": ablation.paper_table,
+        "seeds": list(seeds),
+        "rows": [{"row": r.name, "paper_method": r.paper_method or r.name, "slug": r.slug,
+                  "reuse": r.reuse} for r in ablation.rows],
+        "row_stats": rows.to_dict(orient="records"),
+        "deltas": deltas.to_dict(orient="records"),
+        "per_seed": records,
+        "provenance": prov,
+        "config": config_lib.to_dict(base),
+    }
+    _write_json(root / "summary.json", summary)
+    return summary

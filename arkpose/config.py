@@ -86,6 +86,9 @@ class ModelConfig:
     regression_channels: int = 256  # width of the regression head's unit
     heatmap_dilations: tuple[int, ...] = (1, 2, 3)
     channels_last: bool = True
+    # The units' 3x3 convs: "official" (regular N(0, 0.001²), adaptive uniform ±1/sqrt(9C)),
+    # "normal" or "uniform" for both, so the adaptive switch need not change the init too.
+    unit_init: str = "official"
     # Backbone overrides; an empty tuple keeps the preset's value (arkpose.model.BACKBONES).
     backbone_widths: tuple[int, ...] = ()  # 4 branch widths
     backbone_modules: tuple[int, ...] = ()  # HR modules in stages 2, 3, 4
@@ -143,6 +146,9 @@ class EvalConfig:
 class Config:
     name: str = "default"
     seed: int = 0
+    # How many seeds `arkpose ablate` runs each row with by default (seeds 0..N-1); says how
+    # many runs to make, not how one is made, so run digests leave it out (arkpose.provenance).
+    ablation_seeds: int = 1
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -181,13 +187,16 @@ def _cpu(name: str, synth: str, epochs: int, backbone: str, size: int, batch: in
 
 def _smoke() -> Config:
     cfg = _cpu("smoke", "smoke", 2, "nano-w16", 128, 16)
+    cfg.ablation_seeds = 2
     cfg.data.train_subset = 64
     cfg.eval.val_images = 16
     return cfg
 
 
 def _quick() -> Config:
-    return _cpu("quick", "quick", 10, "tiny-w16", 128, 16)
+    cfg = _cpu("quick", "quick", 10, "tiny-w16", 128, 16)
+    cfg.ablation_seeds = 3
+    return cfg
 
 
 def _full_cpu() -> Config:
@@ -348,6 +357,17 @@ def _split(override: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ConfigError(f"override {override!r} must look like section.field=value")
     return key.strip(), value
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """``{"seed": 0, "model.adaptive": True, ...}``: every field under its ``--set`` key."""
+    flat: dict[str, Any] = {}
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def to_dict(cfg: Config) -> dict:

@@ -31,6 +31,9 @@ import numpy as np
 
 from arkpose.jsonio import write_json
 from arkpose.spec import KeypointSpec
+from arkpose.stats import Matching, matching_from_cocoeval
+
+MATCHING_FILE = "matching.npz"
 
 COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 CROWDPOSE_STATS = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
@@ -160,7 +163,19 @@ def evaluate(
     *,
     image_ids: Iterable[int] | None = None,
 ) -> dict[str, float]:
-    """All keypoint stats of ``detections`` against ``gt``.
+    """All keypoint stats of ``detections`` against ``gt`` (see :func:`evaluate_matching`)."""
+    return evaluate_matching(gt, detections, spec, image_ids=image_ids)[0]
+
+
+def evaluate_matching(
+    gt: Any,
+    detections: Any,
+    spec: KeypointSpec,
+    *,
+    image_ids: Iterable[int] | None = None,
+) -> tuple[dict[str, float], Matching]:
+    """All keypoint stats of ``detections`` against ``gt``, and the library's per-image
+    matching behind them (:class:`arkpose.stats.Matching`, for the paired bootstrap).
 
     Args:
         gt: annotation file path, its json dict, or a COCO object.
@@ -171,9 +186,9 @@ def evaluate(
         image_ids: evaluate on these images only (e.g. the first N of a val set).
 
     Returns:
-        ``{name: value}`` in the library's order: COCO ``AP, AP50, AP75, APm, APl, AR,
+        (``{name: value}`` in the library's order: COCO ``AP, AP50, AP75, APm, APl, AR,
         AR50, AR75, ARm, ARl``; CrowdPose ``AP, AP50, AP75, AR, AR50, AR75, AP_easy,
-        AP_medium, AP_hard``.
+        AP_medium, AP_hard``, the matching).
     """
     _, COCOeval = _api(spec)
     data = load_gt(gt)
@@ -199,7 +214,7 @@ def evaluate(
         ev.accumulate()
         ev.summarize()
     names = stat_names(spec)
-    return {name: float(v) for name, v in zip(names, ev.stats)}
+    return {name: float(v) for name, v in zip(names, ev.stats)}, matching_from_cocoeval(ev)
 
 
 def stats_frame(results: Mapping[str, Mapping[str, float]]):
@@ -224,15 +239,17 @@ def evaluate_detections(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``{quality: detections}``; with ``out_dir`` write
-    ``out_dir/<quality>/detections.json`` and ``metrics.json`` (stats plus ``extra``)."""
+    ``out_dir/<quality>/detections.json``, ``matching.npz`` (:class:`arkpose.stats.Matching`)
+    and ``metrics.json`` (stats plus ``extra``; written last, so its presence means done)."""
     gt = load_gt(gt)
     results = {}
     for quality, dets in detections.items():
-        stats = evaluate(gt, dets, spec, image_ids=image_ids)
+        stats, matching = evaluate_matching(gt, dets, spec, image_ids=image_ids)
         results[quality] = stats
         if out_dir is not None:
             d = Path(out_dir) / quality
             write_json(d / "detections.json", dets)
+            matching.save(d / MATCHING_FILE)
             meta = {"quality": quality, "num_images": len(image_ids) if image_ids is not None
                     else len(gt["images"]), "num_detections": len(dets), **(extra or {})}
             write_json(d / "metrics.json", {**stats, "meta": meta})

@@ -494,9 +494,11 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
     device, amp = env.device, cfg.optim.amp
     spec = cfg.data.spec
 
-    # Same initial weights on every rank (DDP also broadcasts rank 0's); per-rank seeds after.
+    # Same initial weights on every rank (DDP also broadcasts rank 0's), and on every row of
+    # an ablation where names and shapes agree (keyed by seed and module name); per-rank
+    # seeds after.
     runtime.seed_everything(cfg.seed)
-    model = build_model(cfg.model, spec.num_keypoints).to(device)
+    model = build_model(cfg.model, spec.num_keypoints, seed=cfg.seed).to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     runtime.seed_everything(cfg.seed + env.rank)
@@ -694,18 +696,8 @@ def _format_record(r: dict) -> str:
     return text
 
 
-def _flat(cfg: Config) -> dict[str, Any]:
-    flat = {}
-    for key, value in config_lib.to_dict(cfg).items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 def _warn_config_changes(state: dict, cfg: Config) -> None:
-    before, now = _flat(ckpt.checkpoint_config(state)), _flat(cfg)
+    before, now = config_lib.flatten(ckpt.checkpoint_config(state)), config_lib.flatten(cfg)
     changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in now if before.get(k) != now[k]]
     if changed:
         LOG.warning("resuming with a changed config: %s", "; ".join(changed))

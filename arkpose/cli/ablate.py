@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from arkpose import ablate, config, runtime
+from arkpose import ablate, ablation_report, config, runtime
 from arkpose.config import PRESETS
 from arkpose.data import DatasetError
 from arkpose.data.synth import SynthError
@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training preset every row starts from (default: quick)")
     parser.add_argument("--data", default=None,
                         help="dataset root (default: the preset's; SynthPose is generated)")
+    parser.add_argument("--seeds", default=None, metavar="N | S,S,...",
+                        help="run every row with the first N seeds, or with the listed ones "
+                        "('5,' for seed 5 alone); default: the preset's ablation_seeds")
+    parser.add_argument("--n-boot", type=int, default=1000,
+                        help="bootstrap resamples for the intervals (default 1000)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override for every row (repeatable)")
     parser.add_argument("--runs", default="runs/ablations", help="where the runs go")
@@ -42,24 +47,28 @@ def main(argv: list[str]) -> int:
     runtime.configure_threads()
     try:
         definition = ablate.load_ablation(args.ablation)
-        table = ablate.run_ablation(
+        seeds = ablate.parse_seeds(args.seeds, config.preset(args.preset).ablation_seeds)
+        if args.n_boot < 1:
+            raise ablate.AblationError(f"--n-boot must be >= 1, got {args.n_boot}")
+        summary = ablate.run_ablation(
             definition,
             args.preset,
+            seeds=seeds,
             runs_dir=args.runs,
             overrides=args.overrides,
             data_root=args.data,
             max_val_images=args.max_val_images,
             analyse=not args.no_analysis,
+            n_boot=args.n_boot,
         )
-    # Bad input (definition, --set key, data folder) gets one line naming the fix; a
-    # failure inside a training run keeps its traceback.
+    # Bad input (definition, seeds, --set key, data folder, an old runs folder) gets one line
+    # naming the fix; a failure inside a training run keeps its traceback.
     except (ablate.AblationError, config.ConfigError, DatasetError, FileNotFoundError,
             SynthError) as err:
         print(f"arkpose ablate: {err}", file=sys.stderr)
         return 2
     run_root = Path(args.runs) / f"{definition.name}-{args.preset}"
-    columns = [c for c in table.columns if c.endswith("_AP")]
-    print(table.set_index("row")[columns].mul(100).round(1).to_string())
+    print(console_table(summary))
     print(f"\nruns: {run_root}")
     if not args.no_notebooks:
         report_dir = Path(args.reports) / f"{definition.name}-{args.preset}"
@@ -80,10 +89,30 @@ def main(argv: list[str]) -> int:
         if adaptive_rows:  # Fig. 3 needs a model with adaptive units
             notebooks.append("stn_sampling.ipynb")
             params["row"] = adaptive_rows[-1]
+            params["seed"] = seeds[0]
         for name in notebooks:
-            target = ablate.execute_notebook(REPO / "notebooks" / name, report_dir / name, params)
+            target = ablation_report.execute_notebook(REPO / "notebooks" / name, report_dir / name, params)
             print(f"report: {target.with_suffix('.html')}")
     return 0
+
+
+def console_table(summary: dict) -> str:
+    """Rows (mean AP [95% CI]) and components (Δ [CI], P(Δ > 0), verdict), in AP points."""
+    import pandas as pd
+
+    fmt = ablation_report.format_interval
+    rows = pd.DataFrame.from_records(summary["row_stats"])
+    table = rows.assign(cell=[fmt(100 * r.AP, 100 * r.ci_low, 100 * r.ci_high) for r in rows.itertuples()])
+    table = table.pivot(index="row", columns="quality", values="cell")
+    table = table.reindex(index=[r["row"] for r in summary["rows"]], columns=list(ablate.QUALITIES))
+    deltas = pd.DataFrame.from_records(summary["deltas"])
+    lines = [f"AP x 100, mean over seeds {summary['seeds']} [95% CI, paired bootstrap]",
+             table.to_string(), "", "each component against the row above:"]
+    for d in deltas.itertuples():
+        p = "" if d.p_improve != d.p_improve else f"  P(Δ>0) {d.p_improve:.2f}"
+        lines.append(f"  {d.row:<12} {d.quality:<10} Δ {fmt(100 * d.delta, 100 * d.ci_low, 100 * d.ci_high)}"
+                     f"{p}  {d.verdict}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+
 import torch
 from torch import nn
 
 from arkpose.config import ModelConfig
-from arkpose.model.adaptive import AdaptiveConv2d, AdaptiveUnit
+from arkpose.model.adaptive import AdaptiveConv2d, AdaptiveUnit, RegularUnit
 from arkpose.model.heads import HeatmapHead, RegressionHead
 from arkpose.model.hrnet import HRNet, backbone_shape, concat_features
 
@@ -75,19 +78,57 @@ def check_input(x: torch.Tensor) -> None:
         )
 
 
-def init_weights(model: nn.Module) -> None:
-    """Official initialisation: convs N(0, 0.001²) with zero bias, BN 1/0, T convs all zero,
-    adaptive convs uniform ±1/sqrt(C·9)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.normal_(m.weight, std=0.001)
-            if m.bias is not None:
+UNIT_INITS = ("official", "normal", "uniform")
+
+
+def _keyed_generator(seed: int, name: str) -> torch.Generator:
+    """A generator that depends on ``(seed, name)`` only, never on what was drawn before."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def _init_key(module_name: str) -> str:
+    # A regular unit's conv1 and an adaptive unit's aconv1 have the same shape: one key, so
+    # that the +adaptive row of an ablation can start from the same weights as the row above.
+    return ".".join("conv" + part[5:] if part.startswith("aconv") else part
+                    for part in module_name.split("."))
+
+
+def init_weights(model: nn.Module, unit_init: str = "official", seed: int | None = None) -> None:
+    """Initialise ``model`` in place.
+
+    Official: convs N(0, 0.001²) with zero bias, BN 1/0, T convs all zero, adaptive convs
+    uniform ±1/sqrt(C·9). ``unit_init`` picks the units' 3x3 convs alone: "official" (as just
+    said: regular N(0, 0.001²), adaptive uniform), "normal" (both N(0, 0.001²)) or "uniform"
+    (both uniform ±1/sqrt(C·9)), so that the adaptive switch can be measured without also
+    switching the initialisation.
+
+    ``seed``: each weight is drawn from a generator keyed by (seed, module name), so two
+    models of one seed get the same initial weights wherever names and shapes agree, however
+    the rest of them differs (common random numbers across the rows of an ablation). None:
+    draw from torch's global generator, in module order.
+    """
+    if unit_init not in UNIT_INITS:
+        raise ValueError(f"model.unit_init must be one of {UNIT_INITS}, got {unit_init!r}")
+    unit_convs = {id(getattr(u, name)) for u in model.modules()
+                  if isinstance(u, (AdaptiveUnit, RegularUnit)) for name in u.tied
+                  if not name.startswith("tconv")}
+    for name, m in model.named_modules():
+        gen = None if seed is None else _keyed_generator(seed, _init_key(name))
+        if isinstance(m, (nn.Conv2d, AdaptiveConv2d)):
+            regular = isinstance(m, nn.Conv2d)
+            if id(m) in unit_convs and unit_init != "official":
+                regular = unit_init == "normal"
+            if regular:
+                nn.init.normal_(m.weight, std=0.001, generator=gen)
+            else:
+                bound = 1.0 / math.sqrt(m.weight.shape[1] * 9)  # the official DCN init
+                nn.init.uniform_(m.weight, -bound, bound, generator=gen)
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, AdaptiveConv2d):
-            m.reset_parameters()
     for m in model.modules():
         if isinstance(m, AdaptiveUnit):
             for tconv in (m.tconv1, m.tconv2):
@@ -95,16 +136,12 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(tconv.bias)
 
 
-def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseNet:
-    """The network ``cfg`` describes, officially initialised (channels-last if configured)."""
+def build_model(cfg: ModelConfig, num_keypoints: int, seed: int | None = None) -> PoseNet:
+    """The network ``cfg`` describes, initialised by :func:`init_weights` with
+    ``cfg.unit_init`` and ``seed`` (channels-last if configured)."""
     if num_keypoints < 1:
         raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
-    shape = backbone_shape(
-        cfg.backbone,
-        getattr(cfg, "backbone_widths", ()),
-        getattr(cfg, "backbone_modules", ()),
-        getattr(cfg, "backbone_blocks", ()),
-    )
+    shape = backbone_shape(cfg.backbone, cfg.backbone_widths, cfg.backbone_modules, cfg.backbone_blocks)
     backbone = HRNet(shape)
     c = backbone.out_channels
     heat = HeatmapHead(c, cfg.heatmap_channels, num_keypoints, tuple(cfg.heatmap_dilations), cfg.adaptive)
@@ -112,7 +149,7 @@ def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseNet:
     reg = RegressionHead(reg_in, cfg.regression_channels, num_keypoints, cfg.adaptive)
     model = PoseNet(backbone, heat, reg, cfg.guidance, cfg.channels_last)
     if model.backbone.conv1.weight.device.type != "meta":  # meta models only carry shapes
-        init_weights(model)
+        init_weights(model, cfg.unit_init, seed)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

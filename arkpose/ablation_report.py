@@ -1,0 +1,170 @@
+"""The Table 4 report from a run root's summary: ours with intervals beside the paper,
+the Δ table with verdicts, the forest plot, markdown and notebook execution.
+
+Everything here reads ``summary.json`` (written by :func:`arkpose.ablate.run_ablation`);
+numbers are AP points (0-100) unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from arkpose.ablate import QUALITIES, AblationError
+from arkpose.provenance import markdown_block
+
+
+def load_summary(run_root: str | Path) -> dict[str, Any]:
+    """The run root's ``summary.json``; one written before seeds and intervals is refused."""
+    path = Path(run_root) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `arkpose ablate` first "
+                                f"(or point run_root at an ablation's run folder)")
+    summary = json.loads(path.read_text())
+    if summary.get("format") != 2:
+        raise AblationError(f"{path} was written by an older arkpose (no seeds or intervals); "
+                            "run `arkpose ablate` again into a new --runs folder")
+    return summary
+
+
+def paper_table(csv_path: str | Path, table: str = "T4") -> pd.DataFrame:
+    """The paper's numbers as a (method x metric) table, in [0, 1] like ours."""
+    numbers = pd.read_csv(csv_path)
+    numbers = numbers[numbers["table"] == table]
+    wide = numbers.pivot_table(index="method", columns="metric", values="value", sort=False)
+    return wide / 100.0
+
+
+def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> Path:
+    """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it."""
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    declared = papermill.inspect_notebook(str(source))
+    papermill.execute_notebook(
+        str(source), str(target), parameters={k: v for k, v in parameters.items() if k in declared},
+        progress_bar=False, cwd=str(Path.cwd()),
+    )
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(target), as_version=4))
+    target.with_suffix(".html").write_text(html)
+    return target
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
+    """A GitHub markdown table of ``table`` (index included), NaN shown as '–'."""
+    frame = table.reset_index()
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    rows = ["| " + " | ".join(cell(v) for v in rec) + " |" for rec in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def rows_with_paper(summary: dict, paper_csv: str | Path) -> pd.DataFrame:
+    """One line per row: per quality our mean AP, its CI, and the paper's AP (points)."""
+    stats = pd.DataFrame.from_records(summary["row_stats"])
+    paper = paper_table(paper_csv, summary.get("paper_table") or "T4")
+    methods = {r["row"]: r["paper_method"] for r in summary["rows"]}
+    table = pd.DataFrame(index=pd.Index([r["row"] for r in summary["rows"]], name="row"))
+    for quality in QUALITIES:
+        q = stats[stats["quality"] == quality].set_index("row")
+        table[f"{quality}"] = 100 * q["AP"]
+        table[f"{quality} ci_low"] = 100 * q["ci_low"]
+        table[f"{quality} ci_high"] = 100 * q["ci_high"]
+        metric = f"{quality}_AP"
+        table[f"{quality} (paper)"] = [
+            100 * paper.loc[m, metric] if m in paper.index and metric in paper else math.nan
+            for m in table.index.map(methods)
+        ]
+    return table
+
+
+def deltas_with_paper(summary: dict, paper_csv: str | Path) -> pd.DataFrame:
+    """One line per (component, quality): our mean Δ with its CI, P(Δ > 0), the verdict and
+    the paper's Δ (points)."""
+    deltas = pd.DataFrame.from_records(summary["deltas"])
+    paper = paper_table(paper_csv, summary.get("paper_table") or "T4")
+    methods = {r["row"]: r["paper_method"] for r in summary["rows"]}
+    out = []
+    for rec in deltas.to_dict(orient="records"):
+        metric = f"{rec['quality']}_AP"
+        now, before = methods[rec["row"]], methods[rec["vs"]]
+        known = all(m in paper.index for m in (now, before)) and metric in paper
+        out.append({
+            "component": rec["row"], "quality": rec["quality"], "delta": 100 * rec["delta"],
+            "ci_low": 100 * rec["ci_low"], "ci_high": 100 * rec["ci_high"],
+            "p_improve": rec["p_improve"], "verdict": rec["verdict"],
+            "paper_delta": 100 * (paper.loc[now, metric] - paper.loc[before, metric]) if known else math.nan,
+            "seeds": rec["seeds"],
+        })
+    return pd.DataFrame(out)
+
+
+def format_interval(mean: float, low: float, high: float, digits: int = 1) -> str:
+    """``"22.1 [20.3, 23.8]"``; ``"22.1 [?]"`` when the interval is unknown (one seed)."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f} [?]"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def forest_plot(deltas: pd.DataFrame, title: str = ""):
+    """Each component's ΔAP with its 95% CI (ours, one panel per quality) and the paper's Δ
+    as a marker. ``deltas``: :func:`deltas_with_paper`."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    components = list(dict.fromkeys(deltas["component"]))
+    fig, axes = plt.subplots(1, len(QUALITIES), figsize=(4 * len(QUALITIES), 0.6 * len(components) + 1.6),
+                             sharey=True)
+    y = np.arange(len(components))[::-1]
+    for ax, quality in zip(np.atleast_1d(axes), QUALITIES):
+        d = deltas[deltas["quality"] == quality].set_index("component").reindex(components)
+        low = (d["delta"] - d["ci_low"]).to_numpy()
+        high = (d["ci_high"] - d["delta"]).to_numpy()
+        known = ~np.isnan(low)
+        ax.errorbar(d["delta"][known], y[known], xerr=[low[known], high[known]], fmt="o",
+                    color="#4c72b0", capsize=3, label="ours, 95% CI")
+        ax.plot(d["delta"][~known], y[~known], "o", mfc="white", color="#4c72b0",
+                label="ours (1 seed: no CI)" if (~known).any() else None)
+        ax.plot(d["paper_delta"], y, "D", color="#c44e52", ms=5, label="paper (COCO)")
+        ax.axvline(0, color="0.5", lw=0.8)
+        ax.set(title=quality, xlabel="ΔAP vs the row above (points)")
+        ax.set_yticks(y, components)
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, provenance: dict | None = None, dpi: int = 150) -> Path:
+    """Save ``fig`` as PNG with the provenance in its metadata (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    meta = {"Description": json.dumps(provenance, default=str)} if provenance else None
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def write_markdown(table: pd.DataFrame, path: str | Path, provenance: dict | None = None,
+                   digits: int = 1) -> Path:
+    """``table`` as a markdown file, with the provenance block under it."""
+    path = Path(path)
+    text = to_markdown(table, digits) + (markdown_block(provenance) if provenance else "")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
