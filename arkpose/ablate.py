@@ -262,7 +262,8 @@ def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Pa
     if not done.is_file():
         metrics = train.train(cfg, out, resume=(out / "last.pt").is_file(), progress=progress)
         seconds = sum(r.get("seconds", 0.0) for r in train.read_metrics(out))
-        _write_json(done, {"metrics": metrics, "train_s": seconds})
+        _write_json(done, {"metrics": metrics, "train_s": seconds, **provenance.git_state(),
+                           "device": provenance.device_name(cfg.device)})
     return out / "last.pt"
 
 
@@ -297,7 +298,8 @@ def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ..
                                 max_images=max_images, out_dir=out, score_fn=score_fn,
                                 progress=progress)
         timing = _read_json(out / "timing.json") if (out / "timing.json").is_file() else {}
-        _write_json(out / "timing.json", {"eval_s": timing.get("eval_s", 0.0) + time.perf_counter() - t0})
+        _write_json(out / "timing.json", {"eval_s": timing.get("eval_s", 0.0) + time.perf_counter() - t0,
+                                          **provenance.git_state()})
     return {q: _read_json(out / q / "metrics.json") for q in qualities}
 
 
