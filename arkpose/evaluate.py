@@ -211,10 +211,12 @@ def evaluate_matching(
             ev = COCOeval(coco_gt, dt, "keypoints")
             ev.params.kpt_oks_sigmas = sigmas
         ev.evaluate()
+        # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level.
+        matching = matching_from_cocoeval(ev)
         ev.accumulate()
         ev.summarize()
     names = stat_names(spec)
-    return {name: float(v) for name, v in zip(names, ev.stats)}, matching_from_cocoeval(ev)
+    return {name: float(v) for name, v in zip(names, ev.stats)}, matching
 
 
 def stats_frame(results: Mapping[str, Mapping[str, float]]):

@@ -1,4 +1,4 @@
-"""How sure is a Table 4 difference? A paired bootstrap over seeds and validation images.
+"""How sure is a Table 4 difference? Intervals over seeds and validation images.
 
 An ablation evaluates every row, for every seed, on the same validation images. COCOeval's
 per-image matching (which detection matched which person at each OKS threshold) is kept as a
@@ -6,13 +6,13 @@ per-image matching (which detection matched which person at each OKS threshold) 
 multiset of images (as image weights), without running the evaluation again. It equals
 ``COCOeval.stats[0]`` exactly for the plain image set.
 
-:func:`ablation_bootstrap` then draws, ``n_boot`` times, seeds with replacement and images
-with replacement, **the same draw for every row** (the paired design: rows share seeds and
-images), and reads each row's mean AP over the drawn seeds and each component's difference
-to the row above off that draw. The 95% intervals are the draws' 2.5 and 97.5 percentiles;
-P(Δ > 0) is the share of draws with a positive difference. With one seed the seed-to-seed
-variance is unknown: the interval from the images alone is kept as ``image_ci_*``, and the
-main interval, P(Δ > 0) and the verdict say so instead of pretending to a narrow CI.
+:func:`ablation_bootstrap` draws the validation images with replacement ``n_boot`` times,
+**the same draws for every row and seed** (the paired design: rows share seeds and images),
+and combines the image bootstrap with the spread over seeds into each row's mean AP and each
+component's difference to the row above, with a 95% interval and P(Δ > 0)
+(:func:`interval` says how). With one seed the seed-to-seed variance is unknown: the
+interval from the images alone is kept as ``image_ci_*``, and the main interval, P(Δ > 0)
+and the verdict say so instead of pretending to a narrow CI.
 """
 
 from __future__ import annotations
@@ -63,19 +63,23 @@ def matching_from_cocoeval(ev, max_dets: int | None = None) -> Matching:
     max_dets = max_dets or p.maxDets[-1]
     image_ids = np.asarray(p.imgIds, dtype=np.int64)
     num_images, num_thr = len(image_ids), len(p.iouThrs)
-    all_area = list(p.areaRng[0])
     npig = np.zeros(num_images, np.int64)
     det_image, scores, matched, ignored = [], [], [], []
     index = {int(i): n for n, i in enumerate(image_ids)}
-    for e in ev.evalImgs:
-        if e is None or list(e["aRng"]) != all_area:
+    # pycocotools marks an unmatched detection 0; xtcocotools -1 (its gt ids may be 0).
+    unmatched_is_negative = type(ev).__module__.startswith("xtcocotools")
+    # evalImgs runs over (category, area range, image): the first I entries are area "all".
+    # (xtcocotools' CrowdPose ranges all share one area range and differ in crowd index.)
+    for e in ev.evalImgs[:num_images]:
+        if e is None:
             continue
         n = index[int(e["image_id"])]
         npig[n] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
         d = len(e["dtScores"][:max_dets])
         det_image.append(np.full(d, n, np.int64))
         scores.append(np.asarray(e["dtScores"][:max_dets], np.float64))
-        matched.append(np.asarray(e["dtMatches"], np.float64).reshape(num_thr, -1)[:, :max_dets] > 0)
+        dtm = np.asarray(e["dtMatches"], np.float64).reshape(num_thr, -1)[:, :max_dets]
+        matched.append(dtm >= 0 if unmatched_is_negative else dtm > 0)
         ignored.append(np.asarray(e["dtIgnore"], bool).reshape(num_thr, -1)[:, :max_dets])
     if not scores:
         empty = np.zeros((num_thr, 0), bool)
@@ -145,6 +149,50 @@ def verdict(low: float, high: float) -> str:
     return "helps" if low > 0 else "hurts" if high < 0 else "within noise"
 
 
+def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Mean over seeds of a per-seed quantity, its ``level`` interval and P(value > 0).
+
+    per_seed (S,): the value of each seed on the validation images (an AP, or a paired
+    difference of two rows' APs); boot (S, B): the same on ``B`` bootstrap draws of the
+    images, the same draws for every seed.
+
+    Seeds and images are crossed (every seed sees every image), so the variance of the mean
+    has three parts: seed-to-seed, image-to-image, and their interaction (this model's luck
+    on that image). The seed resampling is done analytically, without the 1/S bias of a
+    bootstrap over a handful of seeds: the between-seed variance of ``per_seed`` / S. The
+    image bootstrap of the seed mean gives the image part. Both contain the interaction,
+    which the image bootstraps of single seeds measure; it is counted once. The interval is
+    Student's t with Welch-Satterthwaite degrees of freedom (S - 1 for the seed part), so
+    three seeds give honest, wide intervals rather than narrow wrong ones. With one seed the
+    seed part is unknown: ``low``/``high``/``p_positive`` are NaN, ``image_*`` are kept.
+    """
+    from scipy import stats as st
+
+    per_seed, boot = np.asarray(per_seed, float), np.asarray(boot, float)
+    num_seeds = len(per_seed)
+    mean = float(per_seed.mean())
+    var_images = float(np.nanvar(boot.mean(0), ddof=1))  # image part + interaction / S
+    z = st.norm.ppf(0.5 + level / 2)
+    out = {"mean": mean, "image_low": mean - z * var_images**0.5,
+           "image_high": mean + z * var_images**0.5,
+           "low": np.nan, "high": np.nan, "p_positive": np.nan, "se": np.nan, "df": np.nan}
+    if num_seeds < 2:
+        return out
+    var_single = float(np.mean(np.nanvar(boot, axis=1, ddof=1)))  # image part + interaction
+    interaction = max(var_single - var_images, 0.0) * num_seeds / (num_seeds - 1)
+    var_between = float(np.var(per_seed, ddof=1)) / num_seeds  # seed part + interaction / S
+    seed_part = max(var_between - interaction / num_seeds, 0.0)
+    total = seed_part + var_images
+    if total <= 0:  # identical values everywhere (a row that reuses another's numbers)
+        return {**out, "low": mean, "high": mean, "p_positive": float(mean > 0), "se": 0.0, "df": np.inf}
+    df = (num_seeds - 1) * total**2 / max(var_between**2, 1e-300)
+    df = float(min(max(df, num_seeds - 1), 1e6))
+    se = total**0.5
+    t = st.t.ppf(0.5 + level / 2, df)
+    return {**out, "low": mean - t * se, "high": mean + t * se,
+            "p_positive": float(st.t.cdf(mean / se, df)), "se": se, "df": df}
+
+
 def ablation_bootstrap(
     matchings: Mapping[tuple[str, int], Matching],
     rows: Sequence[str],
@@ -154,9 +202,10 @@ def ablation_bootstrap(
     level: float = 0.95,
     rng: int | np.random.Generator = 0,
 ) -> BootstrapResult:
-    """Paired bootstrap of every row's AP and every row-to-row difference (module doc).
+    """Every row's mean AP and every row-to-row difference, with :func:`interval`.
 
     matchings: {(row, seed): Matching} for every row and seed, all on the same images.
+    ``n_boot`` image draws are shared by every row and seed (the paired design).
     """
     rng = np.random.default_rng(rng)
     first = matchings[(rows[0], seeds[0])]
@@ -164,39 +213,27 @@ def ablation_bootstrap(
         if not np.array_equal(m.image_ids, first.image_ids):
             raise ValueError(f"{key} was evaluated on other images than {(rows[0], seeds[0])}: "
                              "a paired comparison needs the same validation images everywhere")
-    num_images, num_seeds = len(first.image_ids), len(seeds)
+    num_images = len(first.image_ids)
     image_w = rng.multinomial(num_images, np.full(num_images, 1.0 / num_images), size=n_boot)
-    seed_w = rng.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=n_boot)
-    point = {(r, s): average_precision(matchings[(r, s)]) for r in rows for s in seeds}
-    boot = {(r, s): average_precision(matchings[(r, s)], image_w) for r in rows for s in seeds}
-    # Each draw's row value: the mean over its drawn seeds (with repeats), on its drawn images.
-    draws = {r: sum(seed_w[:, i] * boot[(r, s)] for i, s in enumerate(seeds)) / num_seeds for r in rows}
-    images_only = {r: np.mean([boot[(r, s)] for s in seeds], axis=0) for r in rows}
-    tail = 100 * (1 - level) / 2
-    known = num_seeds > 1
-
-    def interval(values: np.ndarray) -> tuple[float, float]:
-        low, high = np.nanpercentile(values, [tail, 100 - tail])
-        return float(low), float(high)
+    point = {r: np.array([average_precision(matchings[(r, s)]) for s in seeds]) for r in rows}
+    boot = {r: np.stack([average_precision(matchings[(r, s)], image_w) for s in seeds]) for r in rows}
+    known = len(seeds) > 1
 
     row_records = []
     for r in rows:
-        low, high = interval(draws[r]) if known else (np.nan, np.nan)
-        row_records.append({"row": r, "AP": float(np.mean([point[(r, s)] for s in seeds])),
-                            "ci_low": low, "ci_high": high,
-                            "seed_sd": float(np.std([point[(r, s)] for s in seeds], ddof=1)) if known else np.nan,
-                            "seeds": num_seeds})
+        ci = interval(point[r], boot[r], level)
+        row_records.append({"row": r, "AP": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"],
+                            "seed_sd": float(np.std(point[r], ddof=1)) if known else np.nan,
+                            "seeds": len(seeds)})
     delta_records = []
     for prev, r in zip(rows, rows[1:]):
-        diff = draws[r] - draws[prev]
-        low, high = interval(diff) if known else (np.nan, np.nan)
-        img_low, img_high = interval(images_only[r] - images_only[prev])
-        per_seed = [point[(r, s)] - point[(prev, s)] for s in seeds]
+        ci = interval(point[r] - point[prev], boot[r] - boot[prev], level)
         delta_records.append({
-            "row": r, "vs": prev, "delta": float(np.mean(per_seed)), "ci_low": low, "ci_high": high,
-            "p_improve": float(np.mean(diff > 0)) if known else np.nan,
-            "verdict": verdict(low, high) if known else ONE_SEED,
-            "image_ci_low": img_low, "image_ci_high": img_high, "seeds": num_seeds,
+            "row": r, "vs": prev, "delta": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"],
+            "p_improve": ci["p_positive"], "verdict": verdict(ci["low"], ci["high"]),
+            "image_ci_low": ci["image_low"], "image_ci_high": ci["image_high"],
+            "df": ci["df"], "seeds": len(seeds),
         })
-    per_seed = pd.DataFrame([{"row": r, "seed": s, "AP": point[(r, s)]} for r in rows for s in seeds])
+    per_seed = pd.DataFrame([{"row": r, "seed": s, "AP": point[r][i]}
+                             for r in rows for i, s in enumerate(seeds)])
     return BootstrapResult(pd.DataFrame(row_records), pd.DataFrame(delta_records), per_seed)
