@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import itertools
 import json
 import os
 import random
 import re
 import signal
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from tiny_config import tiny_train_config
 from arkpose import checkpoint as ckpt
 from arkpose import config, train
 from arkpose.cli import main as arkpose_main
+
+REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------
 # Checkpoint io (no model or data needed)
@@ -347,3 +352,62 @@ def test_interrupts_and_failures_in_the_loop(synth_dir, tmp_path, monkeypatch, c
         assert (state["epoch"], state["step"]) == (0, 1)
     else:
         assert not (tmp_path / "last.pt").exists()
+
+
+def _first_batches(cfg, count=2, epoch=1):
+    from arkpose.data import build_train_dataset
+
+    loader = train.TrainLoader(build_train_dataset(cfg, split="train"), cfg, train.DistEnv())
+    loader.set_epoch(epoch)
+    return list(itertools.islice(iter(loader), count))
+
+
+def test_rows_of_one_seed_see_identical_batches(synth_dir):
+    """Common random numbers: the baseline and the full model of one seed get the same images
+    in the same order with the same augmentation; another seed gets other batches."""
+    from arkpose import ablate
+
+    definition = ablate.load_ablation(REPO / "ablations" / "table4.yaml")
+    base = tiny_train_config(synth_dir)
+    rows = {r.name: ablate.row_config(base, r) for r in definition.rows}
+    first, last = rows["baseline"], rows["+adaptive"]
+    assert (first.model.guidance, first.loss.tradeoff, first.model.adaptive) == (False, False, False)
+    a, b = _first_batches(first), _first_batches(last)
+    for batch_a, batch_b in zip(a, b):
+        assert set(batch_a) == set(batch_b)
+        for key in batch_a:
+            if key == "tradeoff_mask":  # the loss weighting *is* the tradeoff switch
+                assert torch.all(batch_a[key] == 1)
+                continue
+            assert torch.equal(batch_a[key], batch_b[key]), key
+    other = dataclasses.replace(first, seed=1)
+    assert not torch.equal(_first_batches(other)[0]["image"], a[0]["image"])
+
+
+def test_rows_of_one_seed_start_from_the_same_weights():
+    """Keyed initialisation: a parameter whose name and shape agree across rows starts
+    equal; with unit_init='normal' the adaptive row's sampling convs too."""
+    from arkpose.config import preset
+    from arkpose.model import build_model
+
+    base = preset("smoke").model
+
+    def weights(seed=0, **switches):
+        model = build_model(dataclasses.replace(base, **switches), 17, seed=seed)
+        return {k.replace("aconv", "conv"): v for k, v in model.state_dict().items()}
+
+    baseline = weights(guidance=False, adaptive=False)
+    guided = weights(guidance=True, adaptive=False)
+    shared = [k for k in baseline if baseline[k].shape == guided[k].shape]
+    assert len(shared) == len(baseline) - 1  # the regression head's input conv grows by K
+    assert all(torch.equal(baseline[k], guided[k]) for k in shared)
+    official = weights(guidance=True, adaptive=True)
+    normal = weights(guidance=True, adaptive=True, unit_init="normal")
+    unit_convs = [k for k in guided if k.endswith(("conv1.weight", "conv2.weight")) and "head" in k]
+    assert unit_convs and not any(torch.equal(guided[k], official[k]) for k in unit_convs)
+    assert all(torch.equal(guided[k], normal[k]) for k in guided)
+    assert official["regression_head.unit.conv1.weight"].abs().max() > 0.01  # uniform ±1/sqrt(9C)
+    assert not torch.equal(weights(seed=1, guidance=False, adaptive=False)["backbone.conv1.weight"],
+                           baseline["backbone.conv1.weight"])
+    with pytest.raises(ValueError, match="unit_init"):
+        build_model(dataclasses.replace(base, unit_init="xavier"), 17, seed=0)
