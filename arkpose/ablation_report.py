@@ -168,3 +168,58 @@ def write_markdown(table: pd.DataFrame, path: str | Path, provenance: dict | Non
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def error_frame(run_root: str | Path, summary: dict) -> pd.DataFrame:
+    """Every (row, seed, quality)'s Ronchi-Perona numbers, long format: ``metric``
+    "percent" (% of the matched persons' keypoints per error type) or "ap" (AP points gained
+    by fixing the error type alone, area all, mean over OKS .50:.95)."""
+    from arkpose.analysis import AnalysisResult
+    from arkpose.analysis.errors import ERROR_TYPES
+
+    records = []
+    for row in summary["rows"]:
+        for seed in summary["seeds"]:
+            for quality in QUALITIES:
+                path = Path(run_root) / row["slug"] / f"seed-{seed}" / "analysis" / quality / "analysis.json"
+                if not path.is_file():
+                    continue  # a reusing row analyses its own final quality only
+                res = AnalysisResult.from_json(path)
+                for error in ERROR_TYPES:
+                    pct = res.keypoint_errors["percent"].get(error)
+                    gain = res.isolated["mean"][error]["all"]
+                    for metric, value in (("percent", pct), ("ap", None if gain is None else 100 * gain)):
+                        records.append({"row": row["row"], "seed": seed, "quality": quality,
+                                        "metric": metric, "error": error,
+                                        "value": math.nan if value is None else float(value)})
+    return pd.DataFrame.from_records(records)
+
+
+def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, title: str = ""):
+    """Grouped bars, one group per error type, one bar per row: the mean over seeds, the
+    error bar spanning the seeds' minimum to maximum. ``errors``: :func:`error_frame`."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from arkpose.analysis.plots import ERR_LABEL
+
+    data = errors[(errors["quality"] == quality) & (errors["metric"] == metric)]
+    rows = list(dict.fromkeys(data["row"]))
+    kinds = list(dict.fromkeys(data["error"]))
+    stats = data.groupby(["row", "error"])["value"].agg(["mean", "min", "max"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds) * max(1, len(rows)) / 2), 4))
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(kinds))
+    for i, row in enumerate(rows):
+        s = stats.loc[row].reindex(kinds)
+        ax.bar(x - 0.4 + (i + 0.5) * width, s["mean"], width, color=plt.cm.tab10(i % 10),
+               edgecolor="k", label=row,
+               yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], capsize=2)
+    ax.set_xticks(x, [ERR_LABEL.get(k, k) for k in kinds])
+    ax.set_ylabel("% of keypoints" if metric == "percent" else "AP gained by fixing it alone (points)")
+    seeds = data["seed"].nunique()
+    ax.set_title(title or f"{quality} quality (mean of {seeds} seed(s); bars span the seeds)")
+    ax.grid(True, axis="y", alpha=0.4)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
