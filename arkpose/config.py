@@ -189,6 +189,8 @@ def _smoke() -> Config:
     cfg = _cpu("smoke", "smoke", 2, "nano-w16", 128, 16)
     cfg.ablation_seeds = 2
     cfg.data.train_subset = 64
+    cfg.data.val_subset = 32  # `make test` runs the whole ablation on it, twice
+    cfg.eval.every = 2
     cfg.eval.val_images = 16
     return cfg
 

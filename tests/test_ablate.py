@@ -86,25 +86,139 @@ def test_user_overrides_apply_after_the_row():
     assert cfg.model.adaptive is False and cfg.optim.epochs == 1 and cfg.name == "r"
 
 
-def test_compare_with_paper_and_markdown(tmp_path):
-    rows = [
-        {"row": "baseline", "paper_method": "baseline",
-         "regression_AP": 0.5, "heatmap_AP": 0.6, "final_AP": 0.55},
-        {"row": "+guidance", "paper_method": "+guidance",
-         "regression_AP": 0.52, "heatmap_AP": 0.61, "final_AP": 0.57},
-        {"row": "extra", "paper_method": "not-in-paper",
-         "regression_AP": 0.1, "heatmap_AP": 0.2, "final_AP": 0.3},
-    ]
-    (tmp_path / "summary.json").write_text(json.dumps({"rows": rows, "paper_table": "T4"}))
-    table = ablate.compare_with_paper(tmp_path, REPO / "ablations" / "paper_numbers.csv")
-    assert table.loc["baseline", "regression (ours)"] == pytest.approx(50.0)
+def _summary(tmp_path, seeds=(0, 1)):
+    """A hand-made format-2 summary: two rows and an extra row the paper does not have."""
+    rows = [{"row": n, "paper_method": m, "slug": n, "reuse": None}
+            for n, m in (("baseline", "baseline"), ("+guidance", "+guidance"), ("extra", "not-in-paper"))]
+    stats = []
+    for name, ap in (("baseline", 0.5), ("+guidance", 0.52), ("extra", 0.1)):
+        for quality in ablate.QUALITIES:
+            stats.append({"row": name, "quality": quality, "AP": ap, "ci_low": ap - 0.01, "ci_high": ap + 0.02})
+    deltas = [{"row": "+guidance", "vs": "baseline", "quality": q, "delta": 0.02, "ci_low": -0.01,
+               "ci_high": 0.05, "p_improve": 0.9, "verdict": "within noise", "seeds": len(seeds)}
+              for q in ablate.QUALITIES]
+    summary = {"format": 2, "rows": rows, "row_stats": stats, "deltas": deltas,
+               "paper_table": "T4", "seeds": list(seeds)}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_report_tables_put_ours_beside_the_paper(tmp_path):
+    from arkpose import ablation_report as report
+
+    _summary(tmp_path)
+    summary = report.load_summary(tmp_path)
+    table = report.rows_with_paper(summary, REPO / "ablations" / "paper_numbers.csv")
+    assert table.loc["baseline", "regression"] == pytest.approx(50.0)
+    assert table.loc["baseline", "regression ci_high"] == pytest.approx(52.0)
     assert table.loc["baseline", "regression (paper)"] == pytest.approx(59.6)
     assert table.loc["+guidance", "final (paper)"] == pytest.approx(64.9)
     assert pd.isna(table.loc["extra", "heatmap (paper)"])
-    md = ablate.to_markdown(table[["final (ours)", "final (paper)"]])
-    assert md.splitlines()[0] == "| row | final (ours) | final (paper) |"
-    assert md.splitlines()[2] == "| baseline | 55.0 | 64.5 |"
-    assert md.splitlines()[4] == "| extra | 30.0 | – |"
+    deltas = report.deltas_with_paper(summary, REPO / "ablations" / "paper_numbers.csv")
+    final = deltas.set_index(["component", "quality"]).loc[("+guidance", "final")]
+    assert final.delta == pytest.approx(2.0) and final.ci_high == pytest.approx(5.0)
+    assert final.paper_delta == pytest.approx(0.4) and final.verdict == "within noise"
+    assert report.format_interval(22.14, 20.3, 23.81) == "22.1 [20.3, 23.8]"
+    assert report.format_interval(22.14, float("nan"), float("nan")) == "22.1 [?]"
+    md = report.to_markdown(table)
+    assert md.splitlines()[0].startswith("| row | regression |")
+    assert "| extra |" in md and "–" in md.splitlines()[4]
+
+
+def test_a_summary_of_an_older_arkpose_is_refused(tmp_path):
+    from arkpose import ablation_report as report
+
+    (tmp_path / "summary.json").write_text(json.dumps({"rows": []}))
+    with pytest.raises(ablate.AblationError, match="older arkpose"):
+        report.load_summary(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run `arkpose ablate` first"):
+        report.load_summary(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "text, seeds",
+    [(None, (0, 1, 2)), ("2", (0, 1)), ("0,1,2", (0, 1, 2)), ("5,", (5,)), (" 3, 7 ", (3, 7))],
+)
+def test_seeds_parse(text, seeds):
+    assert ablate.parse_seeds(text, 3) == seeds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "a,b", "1,-2", "1,1", ",", "1.5"])
+def test_bad_seeds_name_the_fix(text):
+    with pytest.raises(ablate.AblationError, match="--seeds"):
+        ablate.parse_seeds(text, 3)
+
+
+def test_run_identity_changes_with_every_field_but_the_seed_count(tmp_path):
+    from arkpose import provenance
+    from arkpose.data import synth
+
+    root = tmp_path / "sp"
+    synth.generate(root, "smoke", train=2, val=1, progress=False)
+    cfg = config.preset("smoke")
+    cfg.data.root = str(root)
+    ident = provenance.identity(provenance.run_inputs(cfg))
+    same = config.clone(cfg)
+    same.ablation_seeds = 7
+    assert provenance.identity(provenance.run_inputs(same))["digest"] == ident["digest"]
+    for key, value in (("seed", 1), ("optim.epochs", 3), ("model.unit_init", "normal"),
+                       ("eval.flip", False), ("data.oks_sigma_scale", 2.0)):
+        changed = config.apply_overrides(config.clone(cfg), {key: value})
+        other = provenance.identity(provenance.run_inputs(changed))
+        assert other["digest"] != ident["digest"], key
+        assert provenance.describe_change(ident, other).startswith(key), key
+    ann = root / cfg.data.val_ann
+    ann.write_text(ann.read_text().replace('"images"', '"images" ', 1))  # the data changed
+    assert provenance.identity(provenance.run_inputs(cfg))["digest"] != ident["digest"]
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_bad_runs_folders_and_overrides_change_nothing(tmp_path, capsys):
+    from arkpose.cli import ablate as command
+
+    runs = tmp_path / "runs"
+    old = runs / "table4-smoke" / "baseline"
+    old.mkdir(parents=True)
+    (old / "done.json").write_text("{}")  # the layout before seeds and digests
+    before = _tree(runs)
+    argv = ["--preset", "smoke", "--runs", str(runs), "--reports", str(tmp_path / "rep")]
+    assert command.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "written by an older arkpose" in err and "another --runs" in err and len(err.splitlines()) == 1
+    (old / "done.json").unlink()
+    (old / "seed-0").mkdir()
+    (old / "seed-0" / "last.pt").write_text("x")  # files but no identity.json
+    before = _tree(runs)
+    assert command.main(argv) == 2
+    assert "no readable identity.json" in capsys.readouterr().err
+    assert command.main([*argv, "--set", "seed=3"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert command.main([*argv, "--seeds", "1,x"]) == 2
+    assert "not a list of non-negative integers" in capsys.readouterr().err
+    assert _tree(runs) == before
+    assert not (tmp_path / "rep").exists()
+
+
+def test_claim_supersedes_a_changed_run_in_one_line(tmp_path):
+    from arkpose import provenance
+
+    root = tmp_path
+    folder = root / "row" / "seed-0"
+    lines = []
+    first = provenance.identity({"config": {"optim.epochs": 10}})
+    assert ablate._claim(folder, first, root, "row seed 0", lines.append) is False
+    (folder / "done.json").write_text("{}")
+    assert ablate._claim(folder, first, root, "row seed 0", lines.append) is True
+    assert lines == []
+    second = provenance.identity({"config": {"optim.epochs": 3}})
+    assert ablate._claim(folder, second, root, "row seed 0", lines.append) is False
+    assert len(lines) == 1 and "optim.epochs 10 -> 3" in lines[0] and "not reusing" in lines[0]
+    assert not (folder / "done.json").exists()  # the old run moved, not reused
+    moved = list((root / "superseded").iterdir())
+    assert len(moved) == 1 and (moved[0] / "done.json").is_file()
 
 
 def test_analysis_json_round_trip_keeps_nan(real_fixtures, tmp_path):

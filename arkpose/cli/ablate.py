@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from arkpose import ablate, ablation_report, config, runtime
+from arkpose import ablate, ablation_report, config, runtime, train
 from arkpose.config import PRESETS
 from arkpose.data import DatasetError
 from arkpose.data.synth import SynthError
@@ -67,6 +68,11 @@ def main(argv: list[str]) -> int:
             SynthError) as err:
         print(f"arkpose ablate: {err}", file=sys.stderr)
         return 2
+    except train.TrainingInterrupted as stop:
+        print(f"arkpose ablate: stopped by {signal.Signals(stop.signum).name}; {stop.path} is "
+              "saved: run the same `arkpose ablate` command again to carry on where it stopped",
+              file=sys.stderr)
+        return train.EXIT_SIGINT if stop.signum == signal.SIGINT else train.EXIT_SIGTERM
     run_root = Path(args.runs) / f"{definition.name}-{args.preset}"
     print(console_table(summary))
     print(f"\nruns: {run_root}")
