@@ -6,7 +6,7 @@ STAMP := $(VENV)/.arkpose-installed
 PY := $(VENV)/bin/python
 export ARKPOSE_THREADS ?= 2
 
-.PHONY: setup test ablations lint clean-venv
+.PHONY: setup test ablations results lint clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 ablations: $(STAMP)
 	$(VENV)/bin/arkpose ablate --preset quick $(if $(SEEDS),--seeds $(SEEDS))
+
+# Copy the quick report's tables and provenance to docs/results/ and quote them in the README.
+results: $(STAMP)
+	$(PY) -m arkpose.ablation_report reports/table4-quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check arkpose tests

@@ -236,3 +236,37 @@ def test_analysis_json_round_trip_keeps_nan(real_fixtures, tmp_path):
     assert back.summary_table() == result.summary_table()
     nan_in = [k for k, v in result.isolated["mean"].items() if math.isnan(v["all"])]
     assert all(math.isnan(back.isolated["mean"][k]["all"]) for k in nan_in)
+
+
+def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
+    from arkpose import ablation_report as report
+
+    rep = tmp_path / "reports" / "table4-quick"
+    rep.mkdir(parents=True)
+    for name in report.PUBLISHED:
+        (rep / name).write_text("x\n")
+    (rep / "table4.md").write_text("| row | final (ours) |\n|---|---|\n| baseline | 26.7 [25.0, 28.4] |\n"
+                                   "\nProvenance:\n\n- seeds: [0, 1, 2]\n")
+    (rep / "table4_deltas.md").write_text("| component | verdict |\n|---|---|\n| +guidance | helps |\n")
+    prov = {"preset": "quick", "seeds": [0, 1, 2], "git_commit": "abcdef1234567", "git_dirty": False,
+            "device": "AMD EPYC", "threads": 2, "date": "2026-12-07T03:00:00+00:00",
+            "wall_s_per_row": {"baseline": 900.0, "+adaptive": 1800.0}}
+    (rep / "provenance.json").write_text(json.dumps(prov))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_BEGIN}\nold numbers\n{report.README_END}\nafter\n")
+    target = report.publish(rep, readme, tmp_path / "docs" / "results")
+    assert target == tmp_path / "docs/results/table4-quick"
+    assert all((target / n).is_file() for n in report.PUBLISHED)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{report.README_END}\nafter\n")
+    assert "old numbers" not in text and "| baseline | 26.7 [25.0, 28.4] |" in text
+    assert "| +guidance | helps |" in text and "seeds [0, 1, 2]" in text and "`abcdef1234`" in text
+    assert "baseline 15 min, +adaptive 30 min" in text and "Provenance:" not in text
+    report.publish(rep, readme, tmp_path / "docs" / "results")
+    assert readme.read_text() == text  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="results:begin"):
+        report.publish(rep, readme, tmp_path / "docs" / "results")
+    (rep / "per_seed.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="per_seed.csv"):
+        report.publish(rep, readme, tmp_path / "docs" / "results")
