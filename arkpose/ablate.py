@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 import arkpose
@@ -366,6 +365,8 @@ def run_ablation(
     Bad input (a ``seed`` override, a runs folder of an older arkpose) raises
     :class:`AblationError` before anything in the runs folder is written.
     """
+    from arkpose import ablation_report  # it imports this module
+
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     extra = list(overrides or [])
     if any(config_lib._split(o)[0] == "seed" for o in extra):
@@ -422,82 +423,7 @@ def run_ablation(
                                            "compat": analysis_compat(job.cfg)}),
                    root, f"{job.label} analysis", log)
             analyse_row(job.cfg, eval_dir, analysis_dir, qualities)
-        records.append(_record(job, stats, eval_dir, scorer))
-    return write_summary(ablation, preset, base, seeds, jobs, records, eval_dirs, root,
-                         data_digest=data_digest, max_val_images=max_val_images, n_boot=n_boot,
-                         wall_s=time.perf_counter() - t_start)
-
-
-def _timing(path: Path, key: str) -> float:
-    return float(_read_json(path).get(key, 0.0)) if path.is_file() else 0.0
-
-
-def _record(job: Job, stats: dict[str, dict], eval_dir: Path, scorer: Path | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"row": job.row.name, "seed": job.seed,
-                              "paper_method": job.row.paper_method or job.row.name}
-    for quality in QUALITIES:
-        for key, value in stats[quality].items():
-            if isinstance(value, (int, float)):
-                record[f"{quality}_{key}"] = float(value)
-    record["train_s"] = _timing(job.folder / "done.json", "train_s") if job.trains else 0.0
-    record["eval_s"] = _timing(eval_dir / "timing.json", "eval_s")
-    record["scorer_s"] = _timing(scorer.parent / "timing.json", "scorer_s") if scorer else 0.0
-    record["learned_scoring"] = scorer is not None
-    record["unit_init"] = job.cfg.model.unit_init
-    record["train_digest"] = read_identity(job.train_folder)["digest"]
-    record["eval_digest"] = read_identity(eval_dir)["digest"]
-    return record
-
-
-def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seeds: tuple[int, ...],
-                  jobs: list[Job], records: list[dict], eval_dirs: dict, root: Path, *,
-                  data_digest: str, max_val_images: int, n_boot: int, wall_s: float) -> dict[str, Any]:
-    """Paired bootstrap per quality, then every table of the run root (module doc)."""
-    from arkpose import stats
-
-    row_names = [r.name for r in ablation.rows]
-    row_tables, delta_tables = [], []
-    for quality in QUALITIES:
-        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / "matching.npz")
-                     for r in row_names for s in seeds}
-        result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot)
-        row_tables.append(result.rows.assign(quality=quality))
-        delta_tables.append(result.deltas.assign(quality=quality))
-    rows = pd.concat(row_tables, ignore_index=True)
-    deltas = pd.concat(delta_tables, ignore_index=True)
-    per_seed = pd.DataFrame.from_records(records)
-    paper = {r.name: r.paper_method or r.name for r in ablation.rows}
-    rows.insert(1, "paper_method", rows["row"].map(paper))
-    deltas.insert(1, "paper_method", deltas["row"].map(paper))
-    e = base.eval
-    prov = {
-        **provenance.environment(base),
-        "preset": preset, "ablation": ablation.name, "seeds": list(seeds),
-        "dataset": base.data.root, "dataset_digest": data_digest,
-        "oks_sigma_scale": base.data.oks_sigma_scale,
-        "evaluation": {"split": "val", "max_images": max_val_images, "flip": e.flip,
-                       "scales": list(e.scales), "test_size": e.test_size,
-                       "scoring_mode": e.scoring_mode},
-        "unit_init": sorted({j.cfg.model.unit_init for j in jobs if j.trains}),
-        "bootstrap": {"n_boot": n_boot, "level": 0.95, "resamples": "seeds and images, paired"},
-        "wall_s_per_row": per_seed.assign(total=per_seed[["train_s", "eval_s", "scorer_s"]].sum(axis=1))
-        .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
-        "wall_s_this_call": round(wall_s, 1),
-    }
-    for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
-        frame.to_csv(root / f"{name}.csv", index=False)
-    _write_json(root / "provenance.json", prov)
-    summary = {
-        "format": 2, "ablation": ablation.name, "preset": preset,
-        "description": ablation.description, "paper_table": ablation.paper_table,
-        "seeds": list(seeds),
-        "rows": [{"row": r.name, "paper_method": r.paper_method or r.name, "slug": r.slug,
-                  "reuse": r.reuse} for r in ablation.rows],
-        "row_stats": rows.to_dict(orient="records"),
-        "deltas": deltas.to_dict(orient="records"),
-        "per_seed": records,
-        "provenance": prov,
-        "config": config_lib.to_dict(base),
-    }
-    _write_json(root / "summary.json", summary)
-    return summary
+        records.append(ablation_report.run_record(job, stats, eval_dir, scorer))
+    return ablation_report.write_summary(
+        ablation, preset, base, seeds, jobs, records, eval_dirs, root, data_digest=data_digest,
+        max_val_images=max_val_images, n_boot=n_boot, wall_s=time.perf_counter() - t_start)

@@ -1,8 +1,9 @@
-"""The Table 4 report from a run root's summary: ours with intervals beside the paper,
-the Δ table with verdicts, the forest plot, markdown and notebook execution.
+"""The Table 4 report: the run root's summary (:func:`write_summary`: per-seed records, the
+intervals of :mod:`arkpose.stats`, provenance), and what is drawn from it (ours with
+intervals beside the paper, the Δ table with verdicts, the forest plot, the error bars over
+seeds, markdown, notebook execution, the README's results block).
 
-Everything here reads ``summary.json`` (written by :func:`arkpose.ablate.run_ablation`);
-numbers are AP points (0-100) unless a docstring says otherwise.
+Numbers are AP points (0-100) where a table is meant for people, fractions in the files.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from arkpose.ablate import QUALITIES, AblationError
-from arkpose.provenance import markdown_block
+from arkpose import config as config_lib
+from arkpose import provenance, stats
+from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
+from arkpose.jsonio import write_json
+from arkpose.provenance import markdown_block, read_identity
 
 
 def load_summary(run_root: str | Path) -> dict[str, Any]:
@@ -69,6 +73,85 @@ def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
 
     rows = ["| " + " | ".join(cell(v) for v in rec) + " |" for rec in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
+
+
+def _write(path: Path, data: Any) -> None:
+    write_json(path, data, indent=2, default=float)
+
+
+def _timing(path: Path, key: str) -> float:
+    return float(json.loads(path.read_text()).get(key, 0.0)) if path.is_file() else 0.0
+
+
+def run_record(job: Job, metrics: dict[str, dict], eval_dir: Path, scorer: Path | None) -> dict[str, Any]:
+    """One line of ``per_seed.csv``: the (row, seed)'s stats per quality, its wall seconds,
+    whether it used a learned scorer, its units' initialisation and its digests."""
+    record: dict[str, Any] = {"row": job.row.name, "seed": job.seed,
+                              "paper_method": job.row.paper_method or job.row.name}
+    for quality in QUALITIES:
+        for key, value in metrics[quality].items():
+            if isinstance(value, (int, float)):
+                record[f"{quality}_{key}"] = float(value)
+    record["train_s"] = _timing(job.folder / "done.json", "train_s") if job.trains else 0.0
+    record["eval_s"] = _timing(eval_dir / "timing.json", "eval_s")
+    record["scorer_s"] = _timing(scorer.parent / "timing.json", "scorer_s") if scorer else 0.0
+    record["learned_scoring"] = scorer is not None
+    record["unit_init"] = job.cfg.model.unit_init
+    record["train_digest"] = read_identity(job.train_folder)["digest"]
+    record["eval_digest"] = read_identity(eval_dir)["digest"]
+    return record
+
+
+def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seeds: tuple[int, ...],
+                  jobs: list[Job], records: list[dict], eval_dirs: dict, root: Path, *,
+                  data_digest: str, max_val_images: int, n_boot: int, wall_s: float) -> dict[str, Any]:
+    """Paired bootstrap per quality, then every table of the run root (module doc)."""
+    row_names = [r.name for r in ablation.rows]
+    row_tables, delta_tables = [], []
+    for quality in QUALITIES:
+        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / "matching.npz")
+                     for r in row_names for s in seeds}
+        result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot)
+        row_tables.append(result.rows.assign(quality=quality))
+        delta_tables.append(result.deltas.assign(quality=quality))
+    rows = pd.concat(row_tables, ignore_index=True)
+    deltas = pd.concat(delta_tables, ignore_index=True)
+    per_seed = pd.DataFrame.from_records(records)
+    paper = {r.name: r.paper_method or r.name for r in ablation.rows}
+    rows.insert(1, "paper_method", rows["row"].map(paper))
+    deltas.insert(1, "paper_method", deltas["row"].map(paper))
+    e = base.eval
+    prov = {
+        **provenance.environment(base),
+        "preset": preset, "ablation": ablation.name, "seeds": list(seeds),
+        "dataset": base.data.root, "dataset_digest": data_digest,
+        "oks_sigma_scale": base.data.oks_sigma_scale,
+        "evaluation": {"split": "val", "max_images": max_val_images, "flip": e.flip,
+                       "scales": list(e.scales), "test_size": e.test_size,
+                       "scoring_mode": e.scoring_mode},
+        "unit_init": sorted({j.cfg.model.unit_init for j in jobs if j.trains}),
+        "bootstrap": {"n_boot": n_boot, "level": 0.95, "resamples": "seeds and images, paired"},
+        "wall_s_per_row": per_seed.assign(total=per_seed[["train_s", "eval_s", "scorer_s"]].sum(axis=1))
+        .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
+        "wall_s_this_call": round(wall_s, 1),
+    }
+    for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
+        frame.to_csv(root / f"{name}.csv", index=False)
+    _write(root / "provenance.json", prov)
+    summary = {
+        "format": 2, "ablation": ablation.name, "preset": preset,
+        "description": ablation.description, "paper_table": ablation.paper_table,
+        "seeds": list(seeds),
+        "rows": [{"row": r.name, "paper_method": r.paper_method or r.name, "slug": r.slug,
+                  "reuse": r.reuse} for r in ablation.rows],
+        "row_stats": rows.to_dict(orient="records"),
+        "deltas": deltas.to_dict(orient="records"),
+        "per_seed": records,
+        "provenance": prov,
+        "config": config_lib.to_dict(base),
+    }
+    _write(root / "summary.json", summary)
+    return summary
 
 
 def rows_with_paper(summary: dict, paper_csv: str | Path) -> pd.DataFrame:
@@ -148,22 +231,22 @@ def forest_plot(deltas: pd.DataFrame, title: str = ""):
     return fig
 
 
-def save_figure(fig, path: str | Path, provenance: dict | None = None, dpi: int = 150) -> Path:
+def save_figure(fig, path: str | Path, prov: dict | None = None, dpi: int = 150) -> Path:
     """Save ``fig`` as PNG with the provenance in its metadata (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    meta = {"Description": json.dumps(provenance, default=str)} if provenance else None
+    meta = {"Description": json.dumps(prov, default=str)} if prov else None
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
     tmp.replace(path)
     return path
 
 
-def write_markdown(table: pd.DataFrame, path: str | Path, provenance: dict | None = None,
+def write_markdown(table: pd.DataFrame, path: str | Path, prov: dict | None = None,
                    digits: int = 1) -> Path:
     """``table`` as a markdown file, with the provenance block under it."""
     path = Path(path)
-    text = to_markdown(table, digits) + (markdown_block(provenance) if provenance else "")
+    text = to_markdown(table, digits) + (markdown_block(prov) if prov else "")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)

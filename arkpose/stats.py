@@ -17,6 +17,7 @@ and the verdict say so instead of pretending to a narrow CI.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +227,7 @@ def ablation_bootstrap(
                             "seed_sd": float(np.std(point[r], ddof=1)) if known else np.nan,
                             "seeds": len(seeds)})
     delta_records = []
-    for prev, r in zip(rows, rows[1:]):
+    for prev, r in itertools.pairwise(rows):
         ci = interval(point[r] - point[prev], boot[r] - boot[prev], level)
         delta_records.append({
             "row": r, "vs": prev, "delta": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"],
