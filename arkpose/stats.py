@@ -177,6 +177,9 @@ def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dic
     out = {"mean": mean, "image_low": mean - z * var_images**0.5,
            "image_high": mean + z * var_images**0.5,
            "low": np.nan, "high": np.nan, "p_positive": np.nan, "se": np.nan, "df": np.nan}
+    exact = {**out, "low": mean, "high": mean, "p_positive": float(mean > 0), "se": 0.0, "df": np.inf}
+    if np.ptp(per_seed) == 0 and np.ptp(boot) == 0:  # a row that reuses another's numbers
+        return exact
     if num_seeds < 2:
         return out
     var_single = float(np.mean(np.nanvar(boot, axis=1, ddof=1)))  # image part + interaction
@@ -184,8 +187,8 @@ def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dic
     var_between = float(np.var(per_seed, ddof=1)) / num_seeds  # seed part + interaction / S
     seed_part = max(var_between - interaction / num_seeds, 0.0)
     total = seed_part + var_images
-    if total <= 0:  # identical values everywhere (a row that reuses another's numbers)
-        return {**out, "low": mean, "high": mean, "p_positive": float(mean > 0), "se": 0.0, "df": np.inf}
+    if total <= 0:
+        return exact
     df = (num_seeds - 1) * total**2 / max(var_between**2, 1e-300)
     df = float(min(max(df, num_seeds - 1), 1e6))
     se = total**0.5

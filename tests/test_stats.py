@@ -156,3 +156,10 @@ def test_matching_round_trip(tmp_path):
     m.save(tmp_path / "m.npz")
     back = stats.Matching.load(tmp_path / "m.npz")
     assert all(np.array_equal(getattr(m, k), getattr(back, k)) for k in m.__dataclass_fields__)
+
+
+def test_a_reused_row_is_no_change_even_with_one_seed():
+    m = _simulate(np.random.default_rng(4), 0.0, 0.0, np.random.default_rng(5).normal(0, 1, 30))
+    result = stats.ablation_bootstrap({("a", 0): m, ("b", 0): m}, ["a", "b"], [0], n_boot=50)
+    delta = result.deltas.iloc[0]
+    assert delta.delta == 0 and delta.ci_low == delta.ci_high == 0 and delta.verdict == "no change"
