@@ -346,6 +346,47 @@ def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], 
     return target
 
 
+def run_job(job: Job, root: Path, train_digests: dict[Path, str], max_images: int,
+            analyse: bool, log: Callable[[str], None], progress: bool) -> tuple[dict, Path, Path | None]:
+    """Train (or reuse), score, evaluate and analyse one (row, seed); ``train_digests``
+    collects the digest of every trained folder for the rows that reuse it.
+    -> ({quality: stats}, the evaluation folder, the scorer used or None)"""
+    if job.trains:
+        ident = identity(provenance.run_inputs(job.cfg))
+        if not _claim(job.folder, ident, root, job.label, log):
+            log(f"{job.label}: training into {job.folder}")
+        elif (job.folder / "done.json").is_file():
+            log(f"{job.label}: reusing {job.folder} (same digest {ident['digest'][:10]})")
+        else:
+            log(f"{job.label}: resuming {job.folder}")
+        train_row(job.cfg, job.folder, progress=progress)
+        train_digests[job.folder] = ident["digest"]
+    else:
+        reused = identity({"kind": "reuse", "train": train_digests[job.train_folder]})
+        _claim(job.folder, reused, root, job.label, log)
+    train_digest = train_digests[job.train_folder]
+    scorer = ensure_scorer(job, train_digest, root, log, progress) if job.cfg.eval.learned_scoring else None
+    # Learned scoring only reorders the final poses: a reusing row evaluates the final
+    # quality alone and takes the regression and heatmap qualities of the row it reuses.
+    qualities = QUALITIES if job.trains else ("final",)
+    inputs = eval_inputs(job, train_digest, qualities, max_images,
+                         provenance.file_sha256(scorer) if scorer else None)
+    eval_dir = job.folder / "eval"
+    _claim(eval_dir, identity(inputs), root, f"{job.label} evaluation", log)
+    metrics = evaluate_row(job, job.train_folder / "last.pt", eval_dir, qualities,
+                           scorer=scorer, max_images=max_images, progress=progress)
+    for quality in QUALITIES:
+        if quality not in metrics:
+            metrics[quality] = _read_json(job.train_folder / "eval" / quality / "metrics.json")
+    if analyse:
+        analysis_dir = job.folder / "analysis"
+        ident = identity({"kind": "analysis", "eval": read_identity(eval_dir)["digest"],
+                          "compat": analysis_compat(job.cfg)})
+        _claim(analysis_dir, ident, root, f"{job.label} analysis", log)
+        analyse_row(job.cfg, eval_dir, analysis_dir, qualities)
+    return metrics, eval_dir, scorer
+
+
 def run_ablation(
     ablation: Ablation,
     preset: str,
@@ -369,7 +410,7 @@ def run_ablation(
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     extra = list(overrides or [])
-    if any(config_lib._split(o)[0] == "seed" for o in extra):
+    if any(o.partition("=")[0].strip() == "seed" for o in extra):
         raise AblationError("--set seed=... is not an ablation override: every row runs every "
                             "seed of --seeds; use --seeds 1, (one seed) or --seeds 0,1,2")
     base = config_lib.preset(preset)
@@ -388,42 +429,12 @@ def run_ablation(
     train_digests: dict[Path, str] = {}
     records, eval_dirs = [], {}
     for job in jobs:
-        if job.trains:
-            ident = identity(provenance.run_inputs(job.cfg))
-            if not _claim(job.folder, ident, root, job.label, log):
-                log(f"{job.label}: training into {job.folder}")
-            elif (job.folder / "done.json").is_file():
-                log(f"{job.label}: reusing {job.folder} (same digest {ident['digest'][:10]})")
-            else:
-                log(f"{job.label}: resuming {job.folder}")
-            train_row(job.cfg, job.folder, progress=progress)
-            train_digests[job.folder] = ident["digest"]
-        else:
-            source_digest = train_digests[job.train_folder]
-            _claim(job.folder, identity({"kind": "reuse", "train": source_digest}), root, job.label, log)
-        train_digest = train_digests[job.train_folder]
-        scorer = ensure_scorer(job, train_digest, root, log, progress) if job.cfg.eval.learned_scoring else None
-        # Learned scoring only reorders the final poses: a reusing row evaluates the final
-        # quality alone and takes the regression and heatmap qualities of the row it reuses.
-        qualities = QUALITIES if job.trains else ("final",)
-        inputs = eval_inputs(job, train_digest, qualities, max_val_images,
-                             provenance.file_sha256(scorer) if scorer else None)
-        eval_dir = job.folder / "eval"
-        _claim(eval_dir, identity(inputs), root, f"{job.label} evaluation", log)
-        stats = evaluate_row(job, job.train_folder / "last.pt", eval_dir, qualities,
-                             scorer=scorer, max_images=max_val_images, progress=progress)
+        metrics, eval_dir, scorer = run_job(job, root, train_digests, max_val_images, analyse, log,
+                                            progress)
         for quality in QUALITIES:
-            source = eval_dir if quality in qualities else job.train_folder / "eval"
-            eval_dirs[(job.row.name, job.seed, quality)] = source / quality
-            if quality not in stats:
-                stats[quality] = _read_json(source / quality / "metrics.json")
-        if analyse:
-            analysis_dir = job.folder / "analysis"
-            _claim(analysis_dir, identity({"kind": "analysis", "eval": read_identity(eval_dir)["digest"],
-                                           "compat": analysis_compat(job.cfg)}),
-                   root, f"{job.label} analysis", log)
-            analyse_row(job.cfg, eval_dir, analysis_dir, qualities)
-        records.append(ablation_report.run_record(job, stats, eval_dir, scorer))
+            own = eval_dir if job.trains or quality == "final" else job.train_folder / "eval"
+            eval_dirs[(job.row.name, job.seed, quality)] = own / quality
+        records.append(ablation_report.run_record(job, metrics, eval_dir, scorer))
     return ablation_report.write_summary(
         ablation, preset, base, seeds, jobs, records, eval_dirs, root, data_digest=data_digest,
         max_val_images=max_val_images, n_boot=n_boot, wall_s=time.perf_counter() - t_start)
