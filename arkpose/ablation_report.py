@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +334,7 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
     for name in PUBLISHED:
         shutil.copyfile(report_dir / name, target / name)
     prov = json.loads((report_dir / "provenance.json").read_text())
-    rel = target.as_posix()
+    rel = Path(os.path.relpath(target, readme.parent)).as_posix()
     block = "\n".join([
         README_BEGIN,
         f"Preset `{prov['preset']}`, seeds {prov['seeds']}, commit `{str(prov['git_commit'])[:10]}`"

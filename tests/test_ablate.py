@@ -262,6 +262,7 @@ def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
     assert "old numbers" not in text and "| baseline | 26.7 [25.0, 28.4] |" in text
     assert "| +guidance | helps |" in text and "seeds [0, 1, 2]" in text and "`abcdef1234`" in text
     assert "baseline 15 min, +adaptive 30 min" in text and "Provenance:" not in text
+    assert "(files: `docs/results/table4-quick/`)" in text
     report.publish(rep, readme, tmp_path / "docs" / "results")
     assert readme.read_text() == text  # idempotent
     readme.write_text("no markers")
