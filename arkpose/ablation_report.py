@@ -80,6 +80,15 @@ def _write(path: Path, data: Any) -> None:
     write_json(path, data, indent=2, default=float)
 
 
+def _done(folder: Path) -> dict:
+    path = folder / "done.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _commit(done: dict) -> str:
+    return f"{done.get('commit')}{' (dirty)' if done.get('dirty') else ''}"
+
+
 def _timing(path: Path, key: str) -> float:
     return float(json.loads(path.read_text()).get(key, 0.0)) if path.is_file() else 0.0
 
@@ -135,6 +144,9 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         "wall_s_per_row": per_seed.assign(total=per_seed[["train_s", "eval_s", "scorer_s"]].sum(axis=1))
         .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
         "wall_s_this_call": round(wall_s, 1),
+        # The summary's own commit may be newer than the code that trained the runs it reuses.
+        "train_commits": sorted({_commit(_done(j.folder)) for j in jobs if j.trains}),
+        "train_devices": sorted({str(_done(j.folder).get("device")) for j in jobs if j.trains}),
     }
     for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
         frame.to_csv(root / f"{name}.csv", index=False)
@@ -337,7 +349,9 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
     rel = Path(os.path.relpath(target, readme.parent)).as_posix()
     block = "\n".join([
         README_BEGIN,
-        f"Preset `{prov['preset']}`, seeds {prov['seeds']}, commit `{str(prov['git_commit'])[:10]}`"
+        f"Preset `{prov['preset']}`, seeds {prov['seeds']}, trained at commit(s) "
+        + ", ".join(f"`{c[:10]}`{c[40:]}" for c in prov.get("train_commits", []))
+        + f", summarised at `{str(prov['git_commit'])[:10]}`"
         f"{' (dirty tree)' if prov.get('git_dirty') else ''}, {prov['device']}, {prov['threads']} "
         f"thread(s), {prov['date'][:10]}; AP x 100, mean over seeds [95% CI] (files: `{rel}/`). "
         "Wall time per row, all seeds (training + evaluation + scorer): "

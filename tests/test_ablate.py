@@ -249,6 +249,7 @@ def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
                                    "\nProvenance:\n\n- seeds: [0, 1, 2]\n")
     (rep / "table4_deltas.md").write_text("| component | verdict |\n|---|---|\n| +guidance | helps |\n")
     prov = {"preset": "quick", "seeds": [0, 1, 2], "git_commit": "abcdef1234567", "git_dirty": False,
+            "train_commits": ["1234567890" * 4, "fedcba9876" * 4 + " (dirty)"],
             "device": "AMD EPYC", "threads": 2, "date": "2026-12-07T03:00:00+00:00",
             "wall_s_per_row": {"baseline": 900.0, "+adaptive": 1800.0}}
     (rep / "provenance.json").write_text(json.dumps(prov))
@@ -263,6 +264,7 @@ def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
     assert "| +guidance | helps |" in text and "seeds [0, 1, 2]" in text and "`abcdef1234`" in text
     assert "baseline 15 min, +adaptive 30 min" in text and "Provenance:" not in text
     assert "(files: `docs/results/table4-quick/`)" in text
+    assert "trained at commit(s) `1234567890`, `fedcba9876` (dirty), summarised at `abcdef1234`" in text
     report.publish(rep, readme, tmp_path / "docs" / "results")
     assert readme.read_text() == text  # idempotent
     readme.write_text("no markers")

@@ -13,7 +13,7 @@ REPORT_FILES = (
     "deltas.csv", "provenance.json", "fig4_errors.csv", "fig4_keypoints_final.png",
     "fig3_sampling_positions.png",
 )
-PROVENANCE = ("arkpose", "git_commit", "date", "device", "threads", "preset", "seeds",
+PROVENANCE = ("arkpose", "git_commit", "date", "device", "threads", "preset", "seeds", "train_commits",
               "dataset_digest", "oks_sigma_scale", "evaluation", "unit_init", "wall_s_per_row")
 
 
