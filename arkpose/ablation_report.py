@@ -45,19 +45,27 @@ def paper_table(csv_path: str | Path, table: str = "T4") -> pd.DataFrame:
 
 
 def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> Path:
-    """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it."""
+    """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it.
+
+    Both are written under hidden ``.partial`` names and renamed into place once complete,
+    so a notebook that fails or is killed never stands in the report as if it had run (the
+    partial notebook stays, hidden, to show where it stopped)."""
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
     declared = papermill.inspect_notebook(str(source))
     papermill.execute_notebook(
-        str(source), str(target), parameters={k: v for k, v in parameters.items() if k in declared},
+        str(source), str(partial), parameters={k: v for k, v in parameters.items() if k in declared},
         progress_bar=False, cwd=str(Path.cwd()),
     )
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(target), as_version=4))
-    target.with_suffix(".html").write_text(html)
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(partial), as_version=4))
+    partial_html = partial.with_suffix(".html")
+    partial_html.write_text(html)
+    partial.replace(target)
+    partial_html.replace(target.with_suffix(".html"))
     return target
 
 

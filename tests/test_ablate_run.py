@@ -33,6 +33,7 @@ def test_smoke_ablation_end_to_end(tmp_path, capsys):
     root, report = runs / "table4-smoke", reports / "table4-smoke"
     for name in REPORT_FILES:
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    assert not list(report.glob(".*partial*"))  # executed notebooks were renamed into place
     deltas = pd.read_csv(report / "table4_deltas.csv")
     assert {"delta", "ci_low", "ci_high", "p_improve", "verdict", "paper_delta"} <= set(deltas.columns)
     assert len(deltas) == 4 * 3 and deltas["seeds"].eq(2).all()
@@ -103,3 +104,29 @@ def test_a_trained_row_with_learned_scoring_is_evaluated_with_its_scorer(tmp_pat
                         runs_dir=tmp_path / "runs", progress=False, log=lambda line: None)
     scorer = tmp_path / "runs/d-smoke/scored/seed-0/scorer/scorer.pt"
     assert calls == [("plain", "plain", None), ("scored", "scored", scorer)]
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_never_lands_in_the_report(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from arkpose import ablation_report
+
+    def notebook(body):
+        cell = new_code_cell("value = 1")
+        cell.metadata["tags"] = ["parameters"]
+        book = new_notebook(cells=[cell, new_code_cell(body)])
+        book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = tmp_path / f"{abs(hash(body))}.ipynb"
+        nbformat.write(book, path)
+        return path
+
+    report = tmp_path / "report"
+    with pytest.raises(Exception, match="boom"):
+        ablation_report.execute_notebook(notebook("raise ValueError('boom')"), report / "bad.ipynb", {})
+    assert not (report / "bad.ipynb").exists() and not (report / "bad.html").exists()
+    assert (report / ".bad.partial.ipynb").is_file()  # kept, hidden, to show where it stopped
+    ablation_report.execute_notebook(notebook("print(value * 2)"), report / "good.ipynb", {"value": 21})
+    assert "42" in (report / "good.ipynb").read_text() and (report / "good.html").is_file()
+    assert not (report / ".good.partial.ipynb").exists()
