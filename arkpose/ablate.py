@@ -52,6 +52,11 @@ class Row:
     paper_method: str | None = None  # the row's name in paper_numbers.csv
 
     @property
+    def paper_name(self) -> str:
+        """The row's method in paper_numbers.csv (its own name unless ``paper_method``)."""
+        return self.paper_method or self.name
+
+    @property
     def slug(self) -> str:
         """Directory-safe name: ``+guidance`` -> ``plus-guidance``."""
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name.replace("+", "plus-")).strip("-")
@@ -347,10 +352,12 @@ def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], 
 
 
 def run_job(job: Job, root: Path, train_digests: dict[Path, str], max_images: int,
-            analyse: bool, log: Callable[[str], None], progress: bool) -> tuple[dict, Path, Path | None]:
+            analyse: bool, log: Callable[[str], None], progress: bool
+            ) -> tuple[dict, Path, dict[str, Path], Path | None]:
     """Train (or reuse), score, evaluate and analyse one (row, seed); ``train_digests``
     collects the digest of every trained folder for the rows that reuse it.
-    -> ({quality: stats}, the evaluation folder, the scorer used or None)"""
+    -> ({quality: stats}, the evaluation folder, {quality: the folder its numbers come from},
+    the scorer used or None)"""
     if job.trains:
         ident = identity(provenance.run_inputs(job.cfg))
         if not _claim(job.folder, ident, root, job.label, log):
@@ -375,16 +382,17 @@ def run_job(job: Job, root: Path, train_digests: dict[Path, str], max_images: in
     _claim(eval_dir, identity(inputs), root, f"{job.label} evaluation", log)
     metrics = evaluate_row(job, job.train_folder / "last.pt", eval_dir, qualities,
                            scorer=scorer, max_images=max_images, progress=progress)
+    sources = {q: (eval_dir if q in qualities else job.train_folder / "eval") / q for q in QUALITIES}
     for quality in QUALITIES:
         if quality not in metrics:
-            metrics[quality] = _read_json(job.train_folder / "eval" / quality / "metrics.json")
+            metrics[quality] = _read_json(sources[quality] / "metrics.json")
     if analyse:
         analysis_dir = job.folder / "analysis"
         ident = identity({"kind": "analysis", "eval": read_identity(eval_dir)["digest"],
                           "compat": analysis_compat(job.cfg)})
         _claim(analysis_dir, ident, root, f"{job.label} analysis", log)
         analyse_row(job.cfg, eval_dir, analysis_dir, qualities)
-    return metrics, eval_dir, scorer
+    return metrics, eval_dir, sources, scorer
 
 
 def run_ablation(
@@ -429,11 +437,9 @@ def run_ablation(
     train_digests: dict[Path, str] = {}
     records, eval_dirs = [], {}
     for job in jobs:
-        metrics, eval_dir, scorer = run_job(job, root, train_digests, max_val_images, analyse, log,
-                                            progress)
-        for quality in QUALITIES:
-            own = eval_dir if job.trains or quality == "final" else job.train_folder / "eval"
-            eval_dirs[(job.row.name, job.seed, quality)] = own / quality
+        metrics, eval_dir, sources, scorer = run_job(job, root, train_digests, max_val_images,
+                                                     analyse, log, progress)
+        eval_dirs.update({(job.row.name, job.seed, q): folder for q, folder in sources.items()})
         records.append(ablation_report.run_record(job, metrics, eval_dir, scorer))
     return ablation_report.write_summary(
         ablation, preset, base, seeds, jobs, records, eval_dirs, root, data_digest=data_digest,

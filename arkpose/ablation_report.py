@@ -19,6 +19,7 @@ import pandas as pd
 from arkpose import config as config_lib
 from arkpose import provenance, stats
 from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
+from arkpose.evaluate import MATCHING_FILE
 from arkpose.jsonio import write_json
 from arkpose.provenance import markdown_block, read_identity
 
@@ -88,8 +89,8 @@ def _write(path: Path, data: Any) -> None:
     write_json(path, data, indent=2, default=float)
 
 
-def _done(folder: Path) -> dict:
-    path = folder / "done.json"
+def _json_or_empty(path: Path) -> dict:
+    """A run's own small json record (done.json, timing.json), or {} where it has none."""
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -97,22 +98,20 @@ def _commit(done: dict) -> str:
     return f"{done.get('commit')}{' (dirty)' if done.get('dirty') else ''}"
 
 
-def _timing(path: Path, key: str) -> float:
-    return float(json.loads(path.read_text()).get(key, 0.0)) if path.is_file() else 0.0
-
-
 def run_record(job: Job, metrics: dict[str, dict], eval_dir: Path, scorer: Path | None) -> dict[str, Any]:
     """One line of ``per_seed.csv``: the (row, seed)'s stats per quality, its wall seconds,
     whether it used a learned scorer, its units' initialisation and its digests."""
     record: dict[str, Any] = {"row": job.row.name, "seed": job.seed,
-                              "paper_method": job.row.paper_method or job.row.name}
+                              "paper_method": job.row.paper_name}
     for quality in QUALITIES:
         for key, value in metrics[quality].items():
             if isinstance(value, (int, float)):
                 record[f"{quality}_{key}"] = float(value)
-    record["train_s"] = _timing(job.folder / "done.json", "train_s") if job.trains else 0.0
-    record["eval_s"] = _timing(eval_dir / "timing.json", "eval_s")
-    record["scorer_s"] = _timing(scorer.parent / "timing.json", "scorer_s") if scorer else 0.0
+    seconds = {"train_s": job.folder / "done.json" if job.trains else None,
+               "eval_s": eval_dir / "timing.json",
+               "scorer_s": scorer.parent / "timing.json" if scorer else None}
+    for key, path in seconds.items():
+        record[key] = float(_json_or_empty(path).get(key, 0.0)) if path else 0.0
     record["learned_scoring"] = scorer is not None
     record["unit_init"] = job.cfg.model.unit_init
     record["train_digest"] = read_identity(job.train_folder)["digest"]
@@ -127,7 +126,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
     row_names = [r.name for r in ablation.rows]
     row_tables, delta_tables = [], []
     for quality in QUALITIES:
-        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / "matching.npz")
+        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / MATCHING_FILE)
                      for r in row_names for s in seeds}
         result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot)
         row_tables.append(result.rows.assign(quality=quality))
@@ -135,10 +134,11 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
     rows = pd.concat(row_tables, ignore_index=True)
     deltas = pd.concat(delta_tables, ignore_index=True)
     per_seed = pd.DataFrame.from_records(records)
-    paper = {r.name: r.paper_method or r.name for r in ablation.rows}
+    paper = {r.name: r.paper_name for r in ablation.rows}
     rows.insert(1, "paper_method", rows["row"].map(paper))
     deltas.insert(1, "paper_method", deltas["row"].map(paper))
     e = base.eval
+    dones = [_json_or_empty(j.folder / "done.json") for j in jobs if j.trains]
     prov = {
         **provenance.environment(base),
         "preset": preset, "ablation": ablation.name, "seeds": list(seeds),
@@ -153,8 +153,8 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
         "wall_s_this_call": round(wall_s, 1),
         # The summary's own commit may be newer than the code that trained the runs it reuses.
-        "train_commits": sorted({_commit(_done(j.folder)) for j in jobs if j.trains}),
-        "train_devices": sorted({str(_done(j.folder).get("device")) for j in jobs if j.trains}),
+        "train_commits": sorted({_commit(done) for done in dones}),
+        "train_devices": sorted({str(done.get("device")) for done in dones}),
     }
     for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
         frame.to_csv(root / f"{name}.csv", index=False)
@@ -163,7 +163,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         "format": 2, "ablation": ablation.name, "preset": preset,
         "description": ablation.description, "paper_table": ablation.paper_table,
         "seeds": list(seeds),
-        "rows": [{"row": r.name, "paper_method": r.paper_method or r.name, "slug": r.slug,
+        "rows": [{"row": r.name, "paper_method": r.paper_name, "slug": r.slug,
                   "reuse": r.reuse} for r in ablation.rows],
         "row_stats": rows.to_dict(orient="records"),
         "deltas": deltas.to_dict(orient="records"),

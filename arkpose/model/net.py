@@ -114,8 +114,8 @@ def init_weights(model: nn.Module, unit_init: str = "official", seed: int | None
                   if isinstance(u, (AdaptiveUnit, RegularUnit)) for name in u.tied
                   if not name.startswith("tconv")}
     for name, m in model.named_modules():
-        gen = None if seed is None else _keyed_generator(seed, _init_key(name))
         if isinstance(m, (nn.Conv2d, AdaptiveConv2d)):
+            gen = None if seed is None else _keyed_generator(seed, _init_key(name))
             regular = isinstance(m, nn.Conv2d)
             if id(m) in unit_convs and unit_init != "official":
                 regular = unit_init == "normal"
