@@ -121,29 +121,29 @@ def person_centers(keypoints: np.ndarray, bboxes: np.ndarray) -> np.ndarray:
 def _windows(
     points: np.ndarray, sigma: float, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Separable windowed Gaussians of the official generator.
+    """Separable windowed Gaussians of the official generator (DEKR's HeatmapGenerator).
 
-    points: ``(N, 3)`` grid x, y, flag (drawn when flag > 0 and int(x), int(y) lie in the
-    map). The window is ``[floor(ix - 3σ - 1), ceil(ix + 3σ + 2))`` around ``ix = int(x)``
-    (likewise in y), the official generator's ±3σ window, and the value inside it is
-    ``exp(-((u - x)² + (v - y)²) / 2σ²)`` with u, v integer pixel centres.
+    points: ``(N, 3)`` grid x, y, flag; drawn when flag > 0 and the float position lies in
+    the map (``0 <= x < width``, ``0 <= y < height``). The window is
+    ``[floor(x - 3σ - 1), ceil(x + 3σ + 2))`` around the float x (likewise in y), clipped to
+    the map, and the value inside it is ``exp(-((u - x)² + (v - y)²) / 2σ²)`` with u, v
+    integer pixel centres.
 
     Returns ``gx (N, W)``, ``gy (N, H)`` (zero outside each window; the Gaussian is
     ``gy[:, :, None] * gx[:, None, :]``) and ``drawn (N,)`` bool.
     """
     x, y = points[:, 0], points[:, 1]
-    ix, iy = np.trunc(x), np.trunc(y)  # official int(): truncation toward zero
-    drawn = (points[:, 2] > 0) & (ix >= 0) & (iy >= 0) & (ix < width) & (iy < height)
+    drawn = (points[:, 2] > 0) & (x >= 0) & (y >= 0) & (x < width) & (y < height)
     cols = np.arange(width, dtype=np.float64)
     rows = np.arange(height, dtype=np.float64)
 
-    def axis(c: np.ndarray, ic: np.ndarray, grid: np.ndarray) -> np.ndarray:
-        lo = np.floor(ic - 3 * sigma - 1)[:, None]
-        hi = np.ceil(ic + 3 * sigma + 2)[:, None]
+    def axis(c: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        lo = np.floor(c - 3 * sigma - 1)[:, None]
+        hi = np.ceil(c + 3 * sigma + 2)[:, None]
         inside = (grid[None] >= lo) & (grid[None] < hi) & drawn[:, None]
         return np.where(inside, np.exp(-((grid[None] - c[:, None]) ** 2) / (2 * sigma**2)), 0.0)
 
-    return axis(x, ix, cols), axis(y, iy, rows), drawn
+    return axis(x, cols), axis(y, rows), drawn
 
 
 def _draw(
@@ -174,39 +174,42 @@ def _decode(rle: Any) -> np.ndarray:
         return mask_utils.decode(rle)
 
 
-def rasterize_region(
-    segmentation: Any, bbox: Sequence[float] | None, height: int, width: int,
-    scale: tuple[float, float] = (1.0, 1.0),
-) -> np.ndarray:
-    """A COCO region as uint8 ``(height, width)`` (1 inside).
+def _sample_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``mask (H0, W0)`` at ``(height, width)``: pixel (v, u) reads the nearest source pixel
+    ``(round(v * H0 / height), round(u * W0 / width))``; at stride 4 that is ``mask[4v, 4u]``,
+    the official identity warp of a full-resolution mask to the output grid."""
+    if mask.shape == (height, width):
+        return mask
+    ys = np.clip(np.round(np.arange(height) * mask.shape[0] / height).astype(int), 0, mask.shape[0] - 1)
+    xs = np.clip(np.round(np.arange(width) * mask.shape[1] / width).astype(int), 0, mask.shape[1] - 1)
+    return np.ascontiguousarray(mask[np.ix_(ys, xs)])
 
-    ``segmentation``: polygons (coordinates multiplied by ``scale = (sx, sy)`` before
-    rasterising), an RLE or uncompressed RLE (decoded at its own ``size`` and sampled at
-    pixel ``u / s``), or empty/None, in which case the ``bbox`` (xywh, scaled) is filled:
-    CrowdPose files have no segmentation.
+
+def rasterize_region(
+    segmentation: Any, bbox: Sequence[float] | None, height: int, width: int
+) -> np.ndarray:
+    """A COCO region as uint8 ``(height, width)`` (1 inside), at the annotation's pixels.
+
+    ``segmentation``: polygons (rasterised and merged by pycocotools), an RLE or
+    uncompressed RLE (decoded at its own ``size``, sampled to ``(height, width)`` when that
+    differs), or empty/None, in which case the ``bbox`` (xywh) is filled: CrowdPose files
+    have no segmentation.
     """
-    sx, sy = scale
     if isinstance(segmentation, Mapping):
         seg = dict(segmentation)
         rle = seg if isinstance(seg.get("counts"), (str, bytes)) else \
             mask_utils.frPyObjects(seg, *seg["size"])
-        full = _decode(rle)
-        if full.shape == (height, width):
-            return full
-        ys = np.clip(np.round(np.arange(height) / sy).astype(int), 0, full.shape[0] - 1)
-        xs = np.clip(np.round(np.arange(width) / sx).astype(int), 0, full.shape[1] - 1)
-        return np.ascontiguousarray(full[np.ix_(ys, xs)])
+        return _sample_nearest(_decode(rle), height, width)
     m = np.zeros((height, width), np.uint8)
     if segmentation:
-        polys = [(np.asarray(p, np.float64).reshape(-1, 2) * [sx, sy]).ravel().tolist()
-                 for p in segmentation if len(p) >= 6]
+        polys = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
         if polys:
             return _decode(mask_utils.merge(mask_utils.frPyObjects(polys, height, width)))
         return m
     if bbox is not None:
         x, y, bw, bh = (float(v) for v in bbox)
-        c0, c1 = int(max(np.floor(x * sx), 0)), int(max(np.ceil((x + bw) * sx), 0))
-        r0, r1 = int(max(np.floor(y * sy), 0)), int(max(np.ceil((y + bh) * sy), 0))
+        c0, c1 = int(max(np.floor(x), 0)), int(max(np.ceil(x + bw), 0))
+        r0, r1 = int(max(np.floor(y), 0)), int(max(np.ceil(y + bh), 0))
         m[r0:r1, c0:c1] = 1
     return m
 
@@ -216,18 +219,16 @@ def crowd_ignore_mask(persons: Mapping[str, Any], image_size: tuple[int, int],
     """Ignore mask ``(h, w)`` float32 at the output grid: 0 on crowd regions and on the
     regions of non-crowd persons with ``num_keypoints == 0``, 1 elsewhere.
 
-    Polygons (input pixels) are scaled to the grid and rasterised there; RLEs (which carry
-    their own size, normally the input size) are decoded and sampled at input pixel
-    ``stride * u``. A person with no segmentation is masked over its bbox (CrowdPose files
-    have none). See :func:`rasterize_region`.
+    As the official code: every region is rasterised at the input resolution (polygons
+    merged by pycocotools, RLEs decoded at their own size), and the union is sampled at
+    the grid (:func:`_sample_nearest`, input pixel ``stride * u``). A person with no
+    segmentation is masked over its bbox (CrowdPose files have none).
     """
     (in_h, in_w), (h, w) = image_size, output_size
-    keep = np.ones((h, w), np.float32)
+    ignored = np.zeros((in_h, in_w), bool)
     for i in np.flatnonzero(persons["iscrowd"] | (persons["num_keypoints"] == 0)):
-        m = rasterize_region(persons["segmentations"][i], persons["bboxes"][i], h, w,
-                             (w / in_w, h / in_h))
-        keep[m > 0] = 0.0
-    return keep
+        ignored |= rasterize_region(persons["segmentations"][i], persons["bboxes"][i], in_h, in_w) > 0
+    return _sample_nearest(~ignored, h, w).astype(np.float32)
 
 
 def _resize_ignore(mask: np.ndarray | torch.Tensor, output_size: tuple[int, int]) -> np.ndarray:
@@ -341,8 +342,10 @@ def make_targets(
 
     Crowd annotations (``iscrowd=1``) only feed the ignore mask. A non-crowd person's center
     is the mean of its labelled keypoints (bbox center if none); keypoints and centers are
-    drawn when ``v > 0`` and ``int(x), int(y)`` lie in the grid. Offsets: every pixel of the
-    8x8 square ``range(int(cx)-4, int(cx)+4) x range(int(cy)-4, int(cy)+4)`` (clipped) gets
+    drawn when ``v > 0`` and the float ``x, y`` lie in the grid, in the window
+    ``[floor(x - 3σ - 1), ceil(x + 3σ + 2))`` (:func:`_windows`). Offsets: for a center with
+    ``int(cx), int(cy)`` in the grid, every pixel of the 8x8 square
+    ``range(int(cx)-4, int(cx)+4) x range(int(cy)-4, int(cy)+4)`` (clipped) gets
     ``keypoint - position`` for each labelled keypoint inside the grid, with the official
     per-pixel ownership rule (:func:`_offsets`); ownership compares bbox ``w * h`` (input
     pixels).
@@ -378,13 +381,17 @@ def make_targets(
     # Keypoint and center Gaussians, then max over persons per channel.
     gx, gy, _ = _windows(kps.reshape(-1, 3), sigma, h, w)
     heat, window = _draw(gx, gy, p, k)
-    cgx, cgy, c_drawn = _windows(
+    cgx, cgy, _ = _windows(
         np.column_stack([centers, has_center.astype(np.float64)]), center_sigma, h, w
     )
     cheat, cwindow = _draw(cgx, cgy, p, 1)
     heat = np.concatenate([heat, cheat])
     window = np.concatenate([window, cwindow])
-    has_center &= c_drawn  # a center outside the grid gets no offsets either (official)
+    # A center outside the grid gets no offsets either. The official offset generator tests
+    # the truncated center, int(c) in the map, where the heatmap tests the float one: a center
+    # at x = -0.5 gets offsets but no peak.
+    inside = np.trunc(centers)
+    has_center &= (inside >= 0).all(1) & (inside[:, 0] < w) & (inside[:, 1] < h)
 
     if tradeoff_mask == "union":
         trade = np.where(window.any(0, keepdims=True), 1.0, background_weight)

@@ -45,19 +45,20 @@ def test_single_keypoint_values_by_hand():
     assert np.unravel_index(heat[0].argmax(), heat[0].shape) == (16, 10)
     assert heat[0, 16, 10] == pytest.approx(math.exp(-(0.25**2 + 0.35**2) / 8), abs=1e-6)
     assert heat[0, 13, 12] == pytest.approx(math.exp(-((12 - x) ** 2 + (13 - y) ** 2) / 8), abs=1e-6)
-    # Window [floor(ix - 3σ - 1), ceil(ix + 3σ + 2)) = [3, 18) in x, [8, 23) in y (iy = 15).
+    # Window [floor(x - 3σ - 1), ceil(x + 3σ + 2)) of the float x: [3, 19) in x, [8, 24) in y.
     assert heat[0, 16, 3] > 0 and heat[0, 16, 2] == 0
-    assert heat[0, 16, 17] > 0 and heat[0, 16, 18] == 0
-    assert heat[0, 8, 10] > 0 and heat[0, 7, 10] == 0 and heat[0, 22, 10] > 0 and heat[0, 23, 10] == 0
+    assert heat[0, 16, 18] == pytest.approx(math.exp(-((18 - x) ** 2 + (16 - y) ** 2) / 8), abs=1e-7)
+    assert heat[0, 16, 19] == 0
+    assert heat[0, 8, 10] > 0 and heat[0, 7, 10] == 0 and heat[0, 23, 10] > 0 and heat[0, 24, 10] == 0
     assert np.all(heat[1:4] == 0)  # unlabelled joints
-    # Center = the only labelled keypoint; σ = 4, window [-3, 24) clipped to [0, 24).
+    # Center = the only labelled keypoint; σ = 4, window [-3, 25) clipped to [0, 25).
     assert heat[4, 16, 10] == pytest.approx(math.exp(-(0.25**2 + 0.35**2) / 32), abs=1e-6)
     assert heat[4, 2, 0] == pytest.approx(math.exp(-((0 - x) ** 2 + (2 - y) ** 2) / 32), abs=1e-6)
-    assert heat[4, 16, 23] > 0 and heat[4, 16, 24] == 0
+    assert heat[4, 16, 24] > 0 and heat[4, 16, 25] == 0
     # Union tradeoff mask: 1 in any window, 0.1 elsewhere.
     trade = t["tradeoff_mask"].numpy()
     assert trade.shape == (1, 32, 32)
-    assert trade[0, 16, 10] == 1 and trade[0, 16, 23] == 1 and trade[0, 16, 24] == pytest.approx(0.1)
+    assert trade[0, 16, 10] == 1 and trade[0, 16, 24] == 1 and trade[0, 16, 25] == pytest.approx(0.1)
     np.testing.assert_allclose(np.unique(trade), [0.1, 1.0], rtol=1e-6)
     # Offsets on range(10 - 4, 10 + 4) x range(15 - 4, 15 + 4); keypoint - position.
     off, wt = t["offsets"].numpy(), t["offset_weights"].numpy()
@@ -79,9 +80,9 @@ def test_per_keypoint_tradeoff_and_background_weight():
     t = make_targets([ann], 128, 32, TINY, tradeoff_mask="per_keypoint", background_weight=0.25)
     trade = t["tradeoff_mask"].numpy()
     assert trade.shape == (5, 32, 32)
-    assert trade[0, 16, 10] == 1 and trade[0, 16, 18] == 0.25  # own window only
+    assert trade[0, 16, 18] == 1 and trade[0, 16, 19] == 0.25  # own window only, [3, 19)
     assert np.all(trade[1:4] == 0.25)  # no labelled keypoint of these types
-    assert trade[4, 16, 23] == 1  # center window is wider
+    assert trade[4, 16, 24] == 1  # center window is wider
     off = make_targets([ann], 128, 32, TINY, background_weight=1.0)["tradeoff_mask"]
     assert torch.all(off == 1)  # tradeoff off
 
@@ -269,12 +270,11 @@ def _reference(anns, size, out, k, sigma=2.0, center_sigma=4.0, min_area=32**2):
     wt = np.zeros((2 * k, out, out))
     area_map = np.zeros((out, out))
 
-    def gauss(ch, x, y, sg):
-        ix, iy = int(x), int(y)
-        if ix < 0 or iy < 0 or ix >= out or iy >= out:
+    def gauss(ch, x, y, sg):  # DEKR's HeatmapGenerator: float bounds and window
+        if x < 0 or y < 0 or x >= out or y >= out:
             return
-        for r in range(max(0, math.floor(iy - 3 * sg - 1)), min(out, math.ceil(iy + 3 * sg + 2))):
-            for c in range(max(0, math.floor(ix - 3 * sg - 1)), min(out, math.ceil(ix + 3 * sg + 2))):
+        for r in range(max(0, math.floor(y - 3 * sg - 1)), min(out, math.ceil(y + 3 * sg + 2))):
+            for c in range(max(0, math.floor(x - 3 * sg - 1)), min(out, math.ceil(x + 3 * sg + 2))):
                 heat[ch, r, c] = max(heat[ch, r, c], math.exp(-((c - x) ** 2 + (r - y) ** 2) / (2 * sg**2)))
                 win[r, c] = True
 
