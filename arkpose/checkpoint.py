@@ -133,16 +133,36 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             tmp.unlink()
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def _check_kind(path: Path) -> None:
+    """Refuse, naming the file, what torch.save cannot have written: a folder, an empty
+    file, or one that is neither a zip archive (torch's format) nor a pickle (its old one)."""
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the .pt file inside it "
+                              f"(e.g. {path / 'best.pt'})")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use another checkpoint "
+                              "(best.pt or last.pt of the run)")
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(
+            f"{path} is not a checkpoint: torch checkpoints are zip archives and this file "
+            f"starts with {head!r}; pass a .pt file written by `arkpose train` (RUN/best.pt)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``);
+    ``mmap`` maps the tensors instead of reading them (to look at the config only)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointNotFoundError(
             f"checkpoint {path} does not exist. Train one with `arkpose train --preset quick "
             f"--out {path.parent}`, or check the path"
         )
+    _check_kind(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for truncated / foreign files
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours its message
         first = text.splitlines()[0] if text else type(err).__name__
@@ -195,14 +215,62 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except RuntimeError as err:
         raise CheckpointError(
             f"checkpoint {path}: weights do not fit the model its config describes "
-            f"(backbone {cfg.model.backbone}); it may come from another arkpose version "
-            f"(checkpoint {state.get('version')}, installed {arkpose.__version__}). {err}"
+            f"(backbone {cfg.model.backbone}): {weights_mismatch(model.state_dict(), state['model'])}; "
+            f"it may come from another arkpose version (checkpoint {state.get('version')}, "
+            f"installed {arkpose.__version__})"
         ) from err
     model.to(device).eval()  # build_model already made it channels-last when configured
     # Inference reads the flip permutation from `model.spec` (arkpose.inference), so a
     # loaded model carries its layout: no `spec=` needed for non-COCO keypoints.
     model.spec = cfg.data.spec
     return model, cfg
+
+
+def weights_mismatch(expected: dict, stored: dict) -> str:
+    """One line: how the ``stored`` state dict differs from the ``expected`` one (counts of
+    tensors of another shape, missing and unexpected, with an example of the first kind)."""
+    shape = [k for k in expected if k in stored and tuple(expected[k].shape) != tuple(stored[k].shape)]
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    parts = []
+    if shape:
+        k = shape[0]
+        parts.append(f"{len(shape)} tensor(s) of another shape (e.g. {k}: checkpoint "
+                     f"{list(stored[k].shape)}, model {list(expected[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return ", ".join(parts) or "no difference in names or shapes"
+
+
+# Model fields that do not change the weights a run has learned: resuming may change them.
+NOT_MODEL_SHAPE = ("model.channels_last", "model.unit_init")
+
+
+def model_changes(saved: config_lib.Config, cfg: config_lib.Config) -> list[str]:
+    """``"key before -> now"`` for each model field (and keypoint count) ``cfg`` changes."""
+    before, now = config_lib.flatten(saved), config_lib.flatten(cfg)
+    changes = [f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now
+               if k.startswith("model.") and k not in NOT_MODEL_SHAPE and before.get(k) != now[k]]
+    k0, k1 = saved.data.spec.num_keypoints, cfg.data.spec.num_keypoints
+    if k0 != k1:
+        changes.append(f"data.dataset {saved.data.dataset!r} -> {cfg.data.dataset!r} "
+                       f"({k0} -> {k1} keypoints)")
+    return changes
+
+
+def check_resumable(path: str | Path, cfg: config_lib.Config) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a readable checkpoint whose model
+    ``cfg`` describes too, naming the config fields that differ. Cheap: the tensors are
+    memory-mapped, not read."""
+    state = load_checkpoint(path, mmap=True)
+    changes = model_changes(checkpoint_config(state, path), cfg)
+    if changes:
+        raise CheckpointError(
+            f"cannot resume {path}: the config changes the run's model ({'; '.join(changes)}); "
+            "drop those --preset/--set changes (--resume --out RUN alone reuses RUN's config) "
+            "or start a new run with another --out")
 
 
 # MultiStepLR keeps its milestones in a Counter; checkpoints hold a plain dict.

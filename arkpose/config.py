@@ -341,9 +341,16 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
         ):
             setattr(owner, name, _coerce(value, _field_type(owner, name), key))
             return
-    raise ConfigError(
-        f"unknown config key {key!r}. Valid keys:\n  " + "\n  ".join(valid_keys(cfg))
-    )
+    raise ConfigError(unknown_key_message(key, valid_keys(cfg)))
+
+
+def unknown_key_message(key: str, keys: list[str]) -> str:
+    """One line: the unknown ``key``, the nearest valid ones, and where the rest are."""
+    from arkpose.suggest import did_you_mean
+
+    sections = sorted({k.split(".")[0] for k in keys if "." in k})
+    hint = did_you_mean(key, keys) or f"keys look like section.field, sections {', '.join(sections)}"
+    return f"unknown config key {key!r}; {hint} (every key and its meaning: arkpose/config.py)"
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:

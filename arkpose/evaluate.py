@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from arkpose.jsonio import write_json
+from arkpose.coco_check import check_detections, check_ground_truth
+from arkpose.jsonio import read_json, write_json
 from arkpose.spec import KeypointSpec
 from arkpose.stats import Matching, matching_from_cocoeval
 
@@ -64,13 +65,7 @@ def _quiet():
 
 
 def _read_json(path: str | os.PathLike, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise EvaluationError(f"{path} is not valid json: {err}") from None
+    return read_json(path, what, EvaluationError)
 
 
 def load_gt(gt: Any) -> dict:
@@ -78,11 +73,11 @@ def load_gt(gt: Any) -> dict:
     if hasattr(gt, "dataset") and hasattr(gt, "getImgIds"):
         gt = gt.dataset
     if isinstance(gt, (str, os.PathLike)):
-        data = _read_json(gt, "ground-truth annotation file")
-    elif isinstance(gt, Mapping):
-        data = dict(gt)
-    else:
-        raise TypeError(f"ground truth must be a path, a json dict or a COCO object, not {type(gt)}")
+        gt = _read_json(gt, "ground-truth annotation file")
+    if not isinstance(gt, Mapping):
+        raise EvaluationError(f"ground truth must be a COCO json object (or its path, or a COCO "
+                              f"object), not a {type(gt).__name__}")
+    data = dict(gt)
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise EvaluationError(f"ground truth has no {key!r} list (not a COCO keypoint file)")
@@ -192,6 +187,9 @@ def evaluate_matching(
     """
     _, COCOeval = _api(spec)
     data = load_gt(gt)
+    # COCOeval reads these of every annotation (area for the area ranges when use_area).
+    needed = ("bbox", "num_keypoints", "category_id", "iscrowd") + (("area",) if spec.use_area else ())
+    check_ground_truth(data, spec.num_keypoints, "ground truth", EvaluationError, needed)
     known = {im["id"] for im in data["images"]}
     ids = None
     if image_ids is not None:
@@ -200,6 +198,7 @@ def evaluate_matching(
         if unknown:
             raise EvaluationError(f"image ids {sorted(unknown)[:5]} are not in the ground truth")
     dets = _load_detections(detections)
+    check_detections(dets, spec.num_keypoints, "detections", EvaluationError)
     _check_detections(dets, set(ids) if ids is not None else known, spec)
     sigmas = np.asarray(spec.sigmas, dtype=np.float64)
     with tempfile.TemporaryDirectory() as tmp, _quiet():

@@ -263,16 +263,19 @@ def rescore(
     device: str = "auto",
     regenerate: bool = False,
     progress: bool = True,
+    overrides: list[str] = (),
 ) -> tuple[Path, dict]:
     """Generate the training data with ``checkpoint`` and train a scorer.
 
-    ``data`` replaces the checkpoint config's ``data.root``; ``out`` defaults to
-    ``scorer.pt`` next to the checkpoint, and the data file ``scoring_data.pt`` goes next to
+    ``data`` replaces the checkpoint config's ``data.root`` and ``overrides`` (``data.*``
+    keys, :func:`arkpose.config_check.apply_data_overrides`) its other data fields. ``out``
+    defaults to ``scorer.pt`` next to the checkpoint, and the data file ``scoring_data.pt`` goes next to
     ``out``. A data file made from the same checkpoint, data and image count is reused
     unless ``regenerate``. -> (scorer path, training report)
     """
     from arkpose import checkpoint as ckpt
     from arkpose import runtime
+    from arkpose.config_check import apply_data_overrides
 
     checkpoint = Path(checkpoint)
     out = Path(out) if out is not None else checkpoint.parent / SCORER_FILE
@@ -281,6 +284,7 @@ def rescore(
     if data is not None:
         cfg.data.root = str(data)
         cfg.data.synth_preset = ""
+    apply_data_overrides(cfg, list(overrides), cfg.data.spec.num_keypoints)
     spec = cfg.data.spec
     meta = {
         "checkpoint": str(checkpoint.resolve()),
@@ -289,6 +293,8 @@ def rescore(
         "split": "train",
         "max_images": max_images,
     }
+    if overrides:  # other annotation files or layout: other scoring data
+        meta["data_overrides"] = list(overrides)
     features = targets = None
     if data_path.is_file() and not regenerate:
         f, t, info = load_scoring_data(data_path)

@@ -45,6 +45,7 @@ from arkpose import checkpoint as ckpt
 from arkpose import config as config_lib
 from arkpose import runtime
 from arkpose.config import Config, ConfigError
+from arkpose.config_check import check as check_config
 
 LOG = logging.getLogger("arkpose.train")
 
@@ -53,6 +54,7 @@ METRICS, LOG_FILE, CONFIG_FILE = "metrics.jsonl", "train.log", "config.yaml"
 
 # Exit statuses of `arkpose train` (shell conventions for SIGINT / SIGTERM).
 EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
+EXIT_BAD_INPUT = 2  # config, data or checkpoint unusable: nothing was run (argparse's status)
 
 
 class DataMissingError(FileNotFoundError):
@@ -481,6 +483,7 @@ def train(
         TrainingInterrupted: after Ctrl-C / SIGTERM, once ``last.pt`` is saved.
     """
     out_dir = Path(out_dir)
+    check_config(cfg)  # every field in range before anything is created
     threads = runtime.configure_threads()
     _check_amp(cfg.optim.amp, runtime.resolve_device(cfg.device))
     check_data(cfg)
@@ -494,6 +497,8 @@ def train(
             f"--resume: {out_dir / LAST} does not exist, nothing to resume; drop --resume "
             "to start a new run"
         )
+    if resume:  # a model the checkpoint does not fit: name the fields now, not 60 tensors later
+        ckpt.check_resumable(out_dir / LAST, cfg)
 
     env = setup_distributed(cfg.device)
     handlers: list[logging.Handler] = []
@@ -777,10 +782,10 @@ def main(argv: list[str] | None = None, prog: str = "arkpose train") -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"{prog}: {err}", file=sys.stderr)
         return EXIT_SIGINT if err.signum == signal.SIGINT else EXIT_SIGTERM
-    except (
-        ConfigError, DataMissingError, DatasetError, ckpt.CheckpointError, FloatingPointError,
-        OutOfMemory,
-    ) as err:
+    except (ConfigError, DataMissingError, DatasetError, ckpt.CheckpointError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FloatingPointError, OutOfMemory) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     if int(os.environ.get("RANK", "0")) == 0:

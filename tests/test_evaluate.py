@@ -207,18 +207,18 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     assert isinstance(preds, list) and all(len(p["keypoints"]) == 3 * K for p in preds)
     assert (out / "000_0.png").is_file()
 
-    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png")]) == 1
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
-    # Bad input to the checkpoint-reading commands: one line each, nothing evaluated.
-    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 1
+    # Bad input to the checkpoint-reading commands: one line each, status 2, nothing evaluated.
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert capsys.readouterr().err.startswith("arkpose eval: ")
     assert main(["eval", "--checkpoint", str(ckpt), "--oks-sigma-scale", "0"]) == 2
-    assert "oks_sigma_scale must be > 0" in capsys.readouterr().err
+    assert "data.oks_sigma_scale=0.0 must be > 0" in capsys.readouterr().err
     for command in ("eval", "predict"):
         argv = [command, "--checkpoint", str(ckpt), "--scorer", str(tmp_path / "no_scorer.pt")]
         argv += [str(tmp_path / "data/images/0.png"), "--out", str(out)] if command == "predict" else []
-        assert main(argv) == 1
+        assert main(argv) == 2
         assert f"arkpose {command}: cannot use scorer" in capsys.readouterr().err
 
 

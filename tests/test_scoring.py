@@ -522,5 +522,5 @@ def test_rescore_end_to_end(synth_dir, tmp_path, monkeypatch, capsys):
     scores = [d["score"] for d in dets]
     assert dets and scores == sorted(scores, reverse=True)
 
-    assert cli.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert cli.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -160,7 +160,7 @@ def test_cli_errors_name_the_fix(tmp_path, capsys, argv, message):
     (tmp_path / "annotations" / "person_keypoints_train.json").write_text("{}")
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
-    assert arkpose_main(["train", *argv]) == train.EXIT_ERROR
+    assert arkpose_main(["train", *argv]) == train.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "error:" in err
     assert re.search(message, err, re.DOTALL), err
@@ -295,7 +295,7 @@ def test_corrupt_last_checkpoint_on_resume(synth_dir, straight_run, tmp_path, ca
     (tmp_path / "last.pt").write_bytes(data[:1000])
     argv = ["train", "--preset", "smoke", "--data", str(synth_dir), "--out", str(tmp_path),
             "--resume"]
-    assert arkpose_main(argv) == train.EXIT_ERROR
+    assert arkpose_main(argv) == train.EXIT_BAD_INPUT
     assert "corrupt or truncated" in capsys.readouterr().err
     with zipfile.ZipFile(ref_dir / "last.pt") as z:  # the real one is a torch zip archive
         assert any(n.endswith("data.pkl") for n in z.namelist())

@@ -8,12 +8,13 @@ these arrays, so this module fixes the orders once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from arkpose.coco_check import check_detections, check_ground_truth
+from arkpose.jsonio import read_json
 from arkpose.spec import COCO, KeypointSpec
 
 TOP_DETS = 20  # run_analysis.py keeps the 20 best detections per image before anything else
@@ -75,11 +76,7 @@ class AnalysisData:
 
 def _load_json(obj, what: str):
     if isinstance(obj, (str, Path)):
-        path = Path(obj)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} file not found: {path}")
-        with open(path) as f:
-            return json.load(f)
+        return read_json(obj, f"{what} file", AnalysisInputError)
     return obj
 
 
@@ -119,15 +116,15 @@ def load(gt, dt, spec: KeypointSpec = COCO, top_dets: int | None = TOP_DETS) -> 
     Detections of images missing from the GT are dropped; each image keeps its ``top_dets``
     best (stable sort by score, images in order of first appearance, as run_analysis.py).
     """
+    gt_name = f"ground truth {gt}" if isinstance(gt, (str, Path)) else "ground truth"
+    dt_name = f"detections {dt}" if isinstance(dt, (str, Path)) else "detections"
     gt = _load_json(gt, "ground truth")
     dt = _load_json(dt, "detections")
-    if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
-        raise AnalysisInputError("ground truth must be a COCO dict with 'images' and 'annotations'")
     if isinstance(dt, dict) and "annotations" in dt:
         dt = dt["annotations"]
-    if not isinstance(dt, list):
-        raise AnalysisInputError("detections must be a list of result dicts (COCO results format)")
     k = spec.num_keypoints
+    check_ground_truth(gt, k, gt_name, AnalysisInputError)
+    check_detections(dt, k, dt_name, AnalysisInputError)
 
     images = {im["id"]: im for im in gt["images"]}
     img_ids = np.array(sorted(images), dtype=np.int64)
@@ -166,6 +163,11 @@ def load(gt, dt, spec: KeypointSpec = COCO, top_dets: int | None = TOP_DETS) -> 
         if cat is not None and d.get("category_id", cat) != cat:
             continue
         by_img.setdefault(d["image_id"], []).append(d)
+    if by_img and not set(by_img) & set(row_of):
+        raise AnalysisInputError(
+            f"{dt_name}: none of the image ids of its {len(dt)} detections (e.g. "
+            f"{sorted(by_img)[:3]}) is an image of the {gt_name} (ids e.g. "
+            f"{img_ids[:3].tolist()}); pass the detections made on these ground-truth images")
     kept = []
     for img, dets in by_img.items():
         if img in row_of:

@@ -23,7 +23,8 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
-    return f"usage: arkpose <command> [options]\n\ncommands:\n{rows}\n\n'arkpose <command> --help' for a command's options"
+    return (f"usage: arkpose <command> [options] | arkpose --version\n\ncommands:\n{rows}\n\n"
+            "'arkpose <command> --help' for a command's options")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        from arkpose import __version__
+
+        print(f"arkpose {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"arkpose: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        from arkpose.suggest import did_you_mean
+
+        hint = did_you_mean(command, COMMANDS) or f"the commands are {', '.join(COMMANDS)}"
+        print(f"arkpose: unknown command {command!r}; {hint} ('arkpose --help' lists them)",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(f"arkpose.cli.{command}")
     return int(module.main(rest) or 0)

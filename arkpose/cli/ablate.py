@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from arkpose import ablate, ablation_report, config, runtime, train
+from arkpose.cli.common import add_set_option
 from arkpose.config import PRESETS
+from arkpose.config_check import check as check_config
 from arkpose.data import DatasetError
 from arkpose.data.synth import SynthError
 
@@ -32,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "('5,' for seed 5 alone); default: the preset's ablation_seeds")
     parser.add_argument("--n-boot", type=int, default=1000,
                         help="bootstrap resamples for the intervals (default 1000)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="config override for every row (repeatable)")
+    add_set_option(parser, "config overrides for every row, e.g. --set optim.epochs=2 "
+                           "data.train_subset=64")
     parser.add_argument("--runs", default="runs/ablations", help="where the runs go")
     parser.add_argument("--reports", default="reports", help="where the reports go")
     parser.add_argument("--max-val-images", type=int, default=0,
@@ -51,6 +53,10 @@ def main(argv: list[str]) -> int:
         seeds = ablate.parse_seeds(args.seeds, config.preset(args.preset).ablation_seeds)
         if args.n_boot < 1:
             raise ablate.AblationError(f"--n-boot must be >= 1, got {args.n_boot}")
+        base = config.preset(args.preset)
+        for row in definition.rows:  # every row's config, before any run folder is made
+            if row.reuse is None:
+                check_config(ablate.row_config(base, row, args.overrides))
         summary = ablate.run_ablation(
             definition,
             args.preset,

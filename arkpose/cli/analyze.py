@@ -12,7 +12,10 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="arkpose analyze", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="arkpose analyze",
+        description="Ronchi-Perona error analysis of a keypoint detections json: writes "
+                    "OUT/analysis.json and the figures, prints a summary table.")
     p.add_argument("--gt", required=True, help="COCO keypoint ground-truth json")
     p.add_argument("--dt", required=True, help="detections json (COCO results list)")
     p.add_argument("--out", default="analysis", help="output directory (default: ./analysis)")
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from arkpose.analysis import analyze
     from arkpose.analysis.data import AnalysisInputError
+    from arkpose.cli.common import report
     from arkpose.config import ConfigError, DataConfig
 
     name = args.name or Path(args.dt).stem
@@ -42,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         result = analyze(args.gt, args.dt, spec=spec, compat=args.compat,
                          name=name, benchmarks=not args.no_benchmarks)
     except (FileNotFoundError, AnalysisInputError, ConfigError) as err:
-        print(f"arkpose analyze: {err}", file=sys.stderr)
-        return 2
+        return report("arkpose analyze", err)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.to_json(out / "analysis.json")

@@ -1,25 +1,77 @@
-"""What the checkpoint-reading commands (``eval``, ``predict``) share: loading the model and
-the optional learned scorer, with failures turned into one line for the user."""
+"""What the commands share: the exit statuses, one-line error reports, the ``--set`` option,
+and loading a checkpoint and the optional learned scorer with failures turned into one line.
+
+Every bad input or usage (a file that is missing, empty or of the wrong kind, a config value
+out of range, an unknown key) ends in one line on stderr, ``arkpose <command>: <message>``,
+naming the input, the problem and the fix, with exit status 2, argparse's own; status 1 is
+left for failures while running.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
 from typing import Any
+
+EXIT_FAILURE = 1  # a failure while running
+EXIT_USAGE = 2  # bad input or usage (argparse exits with 2 too)
 
 
 class CommandError(Exception):
-    """A failure the command prints as ``arkpose <command>: <message>`` (exit status 1)."""
+    """A failure the command prints as ``arkpose <command>: <message>``; ``status`` 2 (bad
+    input or usage, the default) or 1 (a failure while running)."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def load_checkpoint(checkpoint: str, device: str) -> tuple[Any, Any]:
-    """Configure threads and load ``checkpoint`` on ``device`` -> ``(model, cfg)``."""
+def one_line(text: str) -> str:
+    """``text`` on one line: its non-empty lines joined by "; "."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def report(prog: str, message: Any, status: int = EXIT_USAGE) -> int:
+    """Print ``prog: message`` as one line on stderr; returns ``status``."""
+    print(f"{prog}: {one_line(str(message))}", file=sys.stderr)
+    return status
+
+
+def guarded(prog: str, body: Callable[[], int], bad_input: tuple[type[Exception], ...]) -> int:
+    """``body()``, with a :class:`CommandError` or one of the ``bad_input`` error types
+    (arkpose's own, which name their fix) reported as one line instead of a traceback."""
+    try:
+        return body()
+    except CommandError as err:
+        return report(prog, err, err.status)
+    except bad_input as err:
+        return report(prog, err, EXIT_USAGE)
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``, repeatable: the one syntax of every command."""
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+",
+                        action="extend", default=[], help=help)
+
+
+def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> tuple[Any, Any]:
+    """Configure threads and load ``checkpoint`` on ``device`` -> ``(model, cfg)``, with the
+    ``--set data.*`` ``overrides`` applied to the config."""
     from arkpose import runtime
     from arkpose.checkpoint import CheckpointError, load_model
+    from arkpose.config import ConfigError
+    from arkpose.config_check import apply_data_overrides
 
     runtime.configure_threads()
     try:
-        return load_model(checkpoint, device=runtime.resolve_device(device))
-    except (CheckpointError, FileNotFoundError) as err:
+        model, cfg = load_model(checkpoint, device=runtime.resolve_device(device))
+        apply_data_overrides(cfg, list(overrides), cfg.data.spec.num_keypoints)
+    except (CheckpointError, FileNotFoundError, ConfigError) as err:
         raise CommandError(str(err)) from None
+    except RuntimeError as err:  # resolve_device: CUDA asked for but absent
+        raise CommandError(f"--device {device}: {err}") from None
+    return model, cfg
 
 
 def load_scorer(path: str | None, spec: Any, mode: str) -> Any:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from arkpose.cli.common import CommandError, load_checkpoint, load_scorer
+from arkpose.cli.common import CommandError, add_set_option, guarded, load_checkpoint, load_scorer
 from arkpose.jsonio import write_json
 
 QUALITIES = ("regression", "heatmap", "final")
@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="pose checkpoint, e.g. runs/quick/best.pt")
     p.add_argument("--data", default=None,
                    help="dataset root (default: the checkpoint config's data.root)")
-    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="which annotation file of the data to evaluate on (default: val)")
     p.add_argument("--flip", dest="flip", action="store_true", default=None,
                    help="flip test (default: the checkpoint config's eval.flip)")
-    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     p.add_argument("--scales", type=_scales, default=None,
                    help="test scales, e.g. 1 or 0.5,1,2 (default: eval.scales)")
     p.add_argument("--quality", type=_qualities, default=QUALITIES,
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oks-sigma-scale", type=float, default=None,
                    help="multiply the OKS sigmas (default: the run's data.oks_sigma_scale; "
                         "1 = the dataset's own)")
+    add_set_option(p, "data override, e.g. --set data.dataset=crowdpose data.val_ann=x.json "
+                      "(data.* keys only; the model comes from the checkpoint)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -73,37 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_images < 0:
-        print("arkpose eval: --max-images must be >= 0", file=sys.stderr)
-        return 2
     from arkpose import evaluate
     from arkpose.config import ConfigError
     from arkpose.data import DatasetError
 
-    try:
-        model, cfg = load_checkpoint(args.checkpoint, args.device)
-        if args.data is not None:
-            cfg.data.root = args.data
-        if args.oks_sigma_scale is not None:
-            cfg.data.oks_sigma_scale = args.oks_sigma_scale
-        # cfg.data.spec checks the scale, also when no scorer is given.
-        score_fn = load_scorer(args.scorer, cfg.data.spec, args.scoring_mode or cfg.eval.scoring_mode)
-    except CommandError as err:
-        print(f"arkpose eval: {err}", file=sys.stderr)
-        return 1
-    except ConfigError as err:  # a bad --oks-sigma-scale
-        print(f"arkpose eval: {err}", file=sys.stderr)
-        return 2
+    return guarded("arkpose eval", lambda: _run(args),
+                   (ConfigError, DatasetError, evaluate.EvaluationError, FileNotFoundError))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from arkpose import evaluate
+
+    if args.max_images < 0:
+        raise CommandError(f"--max-images must be >= 0 (0 = all), got {args.max_images}")
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.insert(0, f"data.root={args.data}")
+    if args.oks_sigma_scale is not None:
+        overrides.append(f"data.oks_sigma_scale={args.oks_sigma_scale}")
+    model, cfg = load_checkpoint(args.checkpoint, args.device, overrides)
+    score_fn = load_scorer(args.scorer, cfg.data.spec, args.scoring_mode or cfg.eval.scoring_mode)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
-    try:
-        results = evaluate.evaluate_model(
-            model, cfg, split=args.split, qualities=args.quality, max_images=args.max_images,
-            out_dir=out, score_fn=score_fn, progress=not args.no_progress,
-            flip=args.flip, scales=args.scales,
-        )
-    except (DatasetError, evaluate.EvaluationError, FileNotFoundError) as err:
-        print(f"arkpose eval: {err}", file=sys.stderr)
-        return 1
+    results = evaluate.evaluate_model(
+        model, cfg, split=args.split, qualities=args.quality, max_images=args.max_images,
+        out_dir=out, score_fn=score_fn, progress=not args.no_progress,
+        flip=args.flip, scales=args.scales,
+    )
     # One file with every quality of this run, next to the per-quality folders.
     write_json(out / "metrics.json", results, indent=1)
     print(evaluate.format_table(results))

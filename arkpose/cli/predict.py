@@ -4,8 +4,10 @@
                     [--scales 1 | 0.5,1,2] [--scorer RUN/scorer.pt] [--min-score 0.1]
 
 ``OUT/predictions.json`` holds COCO keypoint results (original pixels; ``image_id`` is the
-image's position on the command line, ``file_name`` names it) and ``OUT/<name>.png`` each
-image with its poses drawn. An image with nobody in it gives no entry, not an error.
+image's position on the command line, ``file_name`` names it; every pose) and
+``OUT/<name>.png`` each image with its poses scoring above ``--min-score`` drawn; those are
+the persons counted. An image that cannot be read is reported and skipped, the others are
+done, and the exit status is then 2.
 """
 
 from __future__ import annotations
@@ -15,14 +17,24 @@ import os
 import sys
 from pathlib import Path
 
-from arkpose.cli.common import CommandError, load_checkpoint, load_scorer
+from arkpose.cli.common import (
+    EXIT_USAGE,
+    CommandError,
+    add_set_option,
+    guarded,
+    load_checkpoint,
+    load_scorer,
+    report,
+)
 from arkpose.cli.eval import _scales
 from arkpose.jsonio import write_json
+
+PROG = "arkpose predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="arkpose predict",
+        prog=PROG,
         description="Detect poses in images with a checkpoint; write json and drawings.",
     )
     p.add_argument("images", nargs="+", help="image files (any size, RGB or grey)")
@@ -30,55 +42,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     p.add_argument("--flip", dest="flip", action="store_true", default=None,
                    help="flip test (default: the checkpoint config's eval.flip)")
-    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     p.add_argument("--scales", type=_scales, default=None, help="test scales, e.g. 1 or 0.5,1,2")
     p.add_argument("--scorer", default=None, help="learned scoring net from `arkpose rescore`")
     p.add_argument("--min-score", type=float, default=0.1,
-                   help="draw joints whose score is above this (all are written to json)")
+                   help="count and draw the poses, and their joints, scoring above this "
+                        "(default 0.1); the json holds every pose")
+    add_set_option(p, "data override, e.g. --set data.dataset=crowdpose (data.* keys only; "
+                      "the model comes from the checkpoint)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return p
 
 
+def check_images(paths: list[str]) -> None:
+    """Every path names a file: a missing one or a folder is a usage error, found before the
+    model is loaded."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise CommandError(f"image {path} is a folder; pass the image files inside it "
+                               f"(e.g. {Path(path) / '*.jpg'})")
+        if not Path(path).is_file():
+            raise CommandError(f"image {path} does not exist; check the path")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        print(f"arkpose predict: image {missing[0]} does not exist", file=sys.stderr)
-        return 1
+    return guarded(PROG, lambda: _run(args), (FileNotFoundError,))
+
+
+def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from arkpose import inference, viz
 
-    try:
-        model, cfg = load_checkpoint(args.checkpoint, args.device)
-        spec = cfg.data.spec
-        score_fn = load_scorer(args.scorer, spec, cfg.eval.scoring_mode)
-    except CommandError as err:
-        print(f"arkpose predict: {err}", file=sys.stderr)
-        return 1
+    check_images(args.images)
+    model, cfg = load_checkpoint(args.checkpoint, args.device, args.overrides)
+    spec = cfg.data.spec
+    score_fn = load_scorer(args.scorer, spec, cfg.eval.scoring_mode)
     opts = inference.options_from_config(cfg, flip=args.flip, scales=args.scales,
                                          score_fn=score_fn)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, unreadable = [], 0
     for image_id, path in enumerate(args.images):
         try:
             image = inference.load_image(path)
-        except ValueError as err:
-            print(f"arkpose predict: {err}", file=sys.stderr)
-            return 1
+        except ValueError as err:  # a corrupt or non-image file: report it, go on
+            report(PROG, f"{err}; skipped it, going on with the others")
+            unreadable += 1
+            continue
         poses, scores = inference.infer_image(model, image, spec, opts)["final"]
         order = np.argsort(-scores.numpy(), kind="stable")
         dets = inference.to_coco(poses[order], scores[order], image_id)
         for d in dets:
             d["file_name"] = os.path.basename(path)
         results.extend(dets)
-        drawing = viz.draw_skeleton(image, poses[order], spec, min_score=args.min_score)
+        shown = order[scores.numpy()[order] > args.min_score]
+        drawing = viz.draw_skeleton(image, poses[shown], spec, min_score=args.min_score)
         png = viz.save_png(drawing, out / f"{image_id:03d}_{Path(path).stem}.png")
-        print(f"{path}: {len(dets)} person(s) -> {png}")
+        below = len(dets) - len(shown)
+        print(f"{path}: {len(shown)} person(s) scoring above {args.min_score:g}"
+              + (f" ({below} below, in the json only)" if below else "") + f" -> {png}")
     write_json(out / "predictions.json", results)
-    print(f"wrote {out / 'predictions.json'} ({len(results)} poses)")
-    return 0
+    skipped = f"; {unreadable} unreadable image(s) skipped" if unreadable else ""
+    print(f"wrote {out / 'predictions.json'} ({len(results)} poses{skipped})")
+    return EXIT_USAGE if unreadable else 0
 
 
 if __name__ == "__main__":

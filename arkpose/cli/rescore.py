@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from arkpose.cli.common import CommandError, add_set_option, guarded
+
+PROG = "arkpose rescore"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="arkpose rescore",
+        prog=PROG,
         description="Train the learned pose-scoring net (predicted OKS) for a checkpoint.",
     )
     p.add_argument("--checkpoint", required=True, help="pose checkpoint, e.g. runs/quick/best.pt")
@@ -26,10 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="scorer file (default: scorer.pt next to the checkpoint)")
     p.add_argument("--max-images", type=int, default=0,
                    help="use the first N training images (0 = all)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=20,
+                   help="passes of the scorer over its training candidates (default 20)")
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="candidate poses per optimiser step (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the train/validation split and the scorer's weights (default 0)")
+    add_set_option(p, "data override, e.g. --set data.train_ann=x.json (data.* keys only; the "
+                      "model comes from the checkpoint)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--regenerate", action="store_true",
                    help="run the model again even if a matching scoring_data.pt exists")
@@ -39,33 +48,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_images < 0 or args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        print("arkpose rescore: --max-images must be >= 0, --epochs and --batch-size >= 1, "
-              "--lr > 0", file=sys.stderr)
-        return 2
-    from arkpose import rescore, runtime
+    from arkpose import rescore
     from arkpose.checkpoint import CheckpointError
+    from arkpose.config import ConfigError
     from arkpose.data import DatasetError
 
-    runtime.configure_threads()
+    return guarded(PROG, lambda: _run(args), (FileNotFoundError, CheckpointError, ConfigError,
+                                              DatasetError, rescore.ScorerFileError))
 
-    try:
-        out, report = rescore.rescore(
-            args.checkpoint,
-            data=args.data,
-            out=args.out,
-            max_images=args.max_images,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            device=args.device,
-            regenerate=args.regenerate,
-            progress=not args.no_progress,
-        )
-    except (FileNotFoundError, CheckpointError, DatasetError, rescore.ScorerFileError) as err:
-        print(f"arkpose rescore: {err}", file=sys.stderr)
-        return 1
+
+def _run(args: argparse.Namespace) -> int:
+    from arkpose import rescore, runtime
+
+    bad = [f"{name} {value}" for name, value, ok in (
+        ("--max-images", args.max_images, args.max_images >= 0),
+        ("--epochs", args.epochs, args.epochs >= 1),
+        ("--batch-size", args.batch_size, args.batch_size >= 1),
+        ("--lr", args.lr, args.lr > 0)) if not ok]
+    if bad:
+        raise CommandError(f"{', '.join(bad)} out of range: --max-images must be >= 0, "
+                           "--epochs and --batch-size >= 1, --lr > 0")
+    runtime.configure_threads()
+    out, report = rescore.rescore(
+        args.checkpoint,
+        data=args.data,
+        out=args.out,
+        max_images=args.max_images,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        regenerate=args.regenerate,
+        progress=not args.no_progress,
+        overrides=args.overrides,
+    )
     print(f"candidates: {report['num_candidates']} (train {report['num_train']}, "
           f"val {report['num_val']}), mean target OKS {report['mean_target']:.3f}")
     print(f"validation MSE {report['val_mse']:.5f}, Spearman {report['val_spearman']:.3f}")

@@ -7,6 +7,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
+    from arkpose.cli.common import add_set_option
     from arkpose.data.synth import SYNTH_PRESETS
 
     p = argparse.ArgumentParser(
@@ -23,9 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side in pixels")
     p.add_argument("--workers", type=int, default=1, help="worker processes (output is "
                    "identical for any number)")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="override a SynthConfig knob, e.g. --set max_persons=4 (repeatable; "
-                        "values are parsed as yaml)")
+    add_set_option(p, "override SynthConfig knobs, e.g. --set max_persons=4 clutter=0.2 "
+                      "(values are parsed as yaml)")
     p.add_argument("--no-card", action="store_true", help="skip the dataset card")
     p.add_argument("--force", action="store_true",
                    help="replace an existing SynthPose dataset made with other arguments")
@@ -36,32 +36,36 @@ def _parser() -> argparse.ArgumentParser:
 def _overrides(items: list[str]) -> dict:
     import yaml
 
+    from arkpose.data.synth import SynthError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KNOB=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise SynthError(f"--set expects KNOB=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value  # make_config names the knob and the type it takes
     return out
 
 
 def main(argv: list[str]) -> int:
+    from arkpose.cli.common import report
     from arkpose.data.synth import SynthError, generate
 
     args = _parser().parse_args(argv)
     for name in ("train", "val"):
         n = getattr(args, name)
         if n is not None and n < 0:
-            print(f"arkpose synth: error: --{name} must be >= 0, got {n}", file=sys.stderr)
-            return 2
+            return report("arkpose synth", f"--{name} must be >= 0, got {n}")
     try:
         out = generate(args.out, args.preset, seed=args.seed, train=args.train, val=args.val,
                        size=args.size, workers=args.workers, progress=not args.quiet,
-                       overrides=_overrides(args.set), card=not args.no_card,
+                       overrides=_overrides(args.overrides), card=not args.no_card,
                        overwrite=args.force)
     except (SynthError, ValueError) as e:
-        print(f"arkpose synth: error: {e}", file=sys.stderr)
-        return 2
+        return report("arkpose synth", e)
     print(f"SynthPose written to {out}")
     return 0
 

@@ -24,12 +24,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from arkpose.data import synth_render as R
 from arkpose.spec import COCO
+from arkpose.suggest import did_you_mean
 
 GENERATOR_VERSION = "1.0"
 SPLITS = ("train", "val")
@@ -155,13 +157,31 @@ def make_config(preset: str = "quick", *, train: int | None = None, val: int | N
     fields = {f.name for f in dataclasses.fields(SynthConfig)}
     for key, value in changes.items():
         if key not in fields:
-            raise SynthError(f"unknown SynthConfig knob {key!r}; valid knobs: {sorted(fields)}")
-        default = getattr(cfg, key)
-        if isinstance(default, tuple):
-            value = tuple(value)
-        setattr(cfg, key, value)
+            hint = did_you_mean(key, fields) or f"the knobs are {', '.join(sorted(fields))}"
+            raise SynthError(f"unknown SynthConfig knob {key!r}; {hint}")
+        setattr(cfg, key, _knob_value(key, value, getattr(cfg, key)))
     cfg.validate()
     return cfg
+
+
+def _knob_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the knob's ``default`` (an int knob takes whole numbers, a
+    float knob any number, a tuple knob a list of them); :class:`SynthError` otherwise."""
+    def number(v: Any, kind: type) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and (
+            kind is float or float(v).is_integer())
+
+    if isinstance(default, tuple):
+        kind = type(default[0])
+        if isinstance(value, (list, tuple)) and all(number(v, kind) for v in value):
+            return tuple(kind(v) for v in value)
+        raise SynthError(f"knob {key} takes a list of {kind.__name__}s like "
+                         f"{list(default)}, got {value!r}")
+    kind = type(default)
+    if number(value, kind):
+        return kind(value)
+    raise SynthError(f"knob {key} takes a{'n' if kind is int else ''} {kind.__name__} like "
+                     f"{default!r}, got {value!r}; e.g. --set {key}={default!r}")
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
