@@ -32,16 +32,16 @@ ROWS = {
         "train --preset smoke --data {tmp}/data --out {tmp}/r-lr --set optim.lr=-1",
         ["optim.lr=-1.0 must be > 0", "--set"]),
     "train-out-of-range": (
-        "train --preset smoke --data {tmp}/data --out {tmp}/r-range --set optim.epochs=-1 "
-        "optim.batch_size=0 data.sigma=0",
+        ("train --preset smoke --data {tmp}/data --out {tmp}/r-range --set optim.epochs=-1 "
+         "optim.batch_size=0 data.sigma=0"),
         ["optim.epochs=-1 must be >= 1", "optim.batch_size=0 must be >= 1",
          "data.sigma=0.0 must be > 0"]),
     "synth-knob-type": (
         "synth --out {tmp}/s --preset smoke --set max_persons=abc",
         ["max_persons", "takes an int", "'abc'"]),
     "train-resume-changed-model": (
-        "train --preset smoke --data {tmp}/data --out {tmp}/run --resume "
-        "--set model.adaptive=false model.heatmap_channels=4",
+        ("train --preset smoke --data {tmp}/data --out {tmp}/run --resume "
+         "--set model.adaptive=false model.heatmap_channels=4"),
         ["cannot resume", "last.pt", "model.adaptive True -> False",
          "model.heatmap_channels 8 -> 4"]),
     "random-bytes-checkpoint": (
@@ -51,19 +51,19 @@ ROWS = {
         "predict --checkpoint {tmp}/run/last.pt {tmp}/data --out {tmp}/p-folder --device cpu",
         ["data is a folder", "image files inside it"]),
     "predict-corrupt-among-good": (
-        "predict --checkpoint {tmp}/run/last.pt {tmp}/tiny.png {tmp}/corrupt.jpg {tmp}/tiny.png "
-        "--out {tmp}/p-corrupt --device cpu --no-flip",
+        ("predict --checkpoint {tmp}/run/last.pt {tmp}/tiny.png {tmp}/corrupt.jpg {tmp}/tiny.png "
+         "--out {tmp}/p-corrupt --device cpu --no-flip"),
         ["corrupt.jpg", "skipped"]),
     "unknown-set-key": (
         "train --preset smoke --data {tmp}/data --out {tmp}/r-key --set optim.lerning_rate=3",
         ["unknown config key 'optim.lerning_rate'", "did you mean", "optim.lr"]),
     "ablate-set-takes-several": (
-        "ablate --preset smoke --data {tmp}/data --runs {tmp}/ab --no-notebooks "
-        "--set optim.epochs=1 optim.lr=-1",
+        ("ablate --preset smoke --data {tmp}/data --runs {tmp}/ab --no-notebooks "
+         "--set optim.epochs=1 optim.lr=-1"),
         ["optim.lr=-1.0 must be > 0"]),
     "eval-set-data-layout": (
-        "eval --checkpoint {tmp}/run/last.pt --data {tmp}/data --set data.dataset=crowdpose "
-        "--device cpu",
+        ("eval --checkpoint {tmp}/run/last.pt --data {tmp}/data --set data.dataset=crowdpose "
+         "--device cpu"),
         ["data.dataset='crowdpose' has 14 keypoints", "predicts 17"]),
     "eval-set-model-key": (
         "eval --checkpoint {tmp}/run/last.pt --set model.adaptive=false --device cpu",
@@ -79,12 +79,12 @@ def _write_inputs(tmp: Path) -> None:
     """A 4-image SynthPose folder, an untrained checkpoint (last.pt) and the damaged files."""
     import torch
     from PIL import Image
+    from tiny_config import tiny_train_config
 
     from arkpose.checkpoint import save_checkpoint
     from arkpose.config import to_dict
     from arkpose.data.synth import generate
     from arkpose.model import build_model
-    from tiny_config import tiny_train_config
 
     generate(tmp / "data", "smoke", seed=0, train=4, val=2, progress=False, card=False)
     cfg = tiny_train_config(tmp / "data")
@@ -158,7 +158,7 @@ def test_predict_goes_on_after_a_corrupt_image(results):
 
 
 def test_predict_counts_only_poses_above_min_score(results):
-    tmp, done = results
+    _, done = results
     res = done["predict-nobody"]
     assert res.returncode == 0 and res.stderr == ""
     assert "tiny.png: 0 person(s) scoring above 0.5" in res.stdout
