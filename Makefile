@@ -6,7 +6,7 @@ STAMP := $(VENV)/.arkpose-installed
 PY := $(VENV)/bin/python
 export ARKPOSE_THREADS ?= 2
 
-.PHONY: setup test ablations results lint clean-venv
+.PHONY: setup test ablations results lab lint clean-venv
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q numpy cython setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation --no-binary xtcocotools -e ".[notebooks,dev]"
+	$(PY) -m pip install -q --no-build-isolation --no-binary xtcocotools -e ".[notebooks,dev,tensorboard]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -28,6 +28,12 @@ ablations: $(STAMP)
 # Copy the quick report's tables and provenance to docs/results/ and quote them in the README.
 results: $(STAMP)
 	$(PY) -m arkpose.ablation_report reports/table4-quick
+
+# Jupyter Lab at the repository root (the notebooks find the project from notebooks/ too);
+# it prints the URL with its token. LAB_ARGS passes more, e.g. LAB_ARGS="--port 8890 --no-browser".
+lab: $(STAMP)
+	@echo "Jupyter Lab at $(CURDIR): open the URL printed below (notebooks/ holds the report notebooks)"
+	$(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)" $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check arkpose tests

@@ -1,7 +1,7 @@
 """The Table 4 report: the run root's summary (:func:`write_summary`: per-seed records, the
 intervals of :mod:`arkpose.stats`, provenance), and what is drawn from it (ours with
 intervals beside the paper, the Δ table with verdicts, the forest plot, the error bars over
-seeds, markdown, notebook execution, the README's results block).
+seeds, markdown, the README's results block).
 
 Numbers are AP points (0-100) where a table is meant for people, fractions in the files.
 """
@@ -20,7 +20,7 @@ from arkpose import config as config_lib
 from arkpose import provenance, stats
 from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
 from arkpose.evaluate import MATCHING_FILE
-from arkpose.jsonio import write_json
+from arkpose.jsonio import atomic_path, write_json
 from arkpose.provenance import markdown_block, read_identity
 
 
@@ -43,31 +43,6 @@ def paper_table(csv_path: str | Path, table: str = "T4") -> pd.DataFrame:
     numbers = numbers[numbers["table"] == table]
     wide = numbers.pivot_table(index="method", columns="metric", values="value", sort=False)
     return wide / 100.0
-
-
-def execute_notebook(source: Path, target: Path, parameters: dict[str, Any]) -> Path:
-    """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it.
-
-    Both are written under hidden ``.partial`` names and renamed into place once complete,
-    so a notebook that fails or is killed never stands in the report as if it had run (the
-    partial notebook stays, hidden, to show where it stopped)."""
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
-    declared = papermill.inspect_notebook(str(source))
-    papermill.execute_notebook(
-        str(source), str(partial), parameters={k: v for k, v in parameters.items() if k in declared},
-        progress_bar=False, cwd=str(Path.cwd()),
-    )
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(str(partial), as_version=4))
-    partial_html = partial.with_suffix(".html")
-    partial_html.write_text(html)
-    partial.replace(target)
-    partial_html.replace(target.with_suffix(".html"))
-    return target
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
@@ -142,7 +117,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
     prov = {
         **provenance.environment(base),
         "preset": preset, "ablation": ablation.name, "seeds": list(seeds),
-        "dataset": base.data.root, "dataset_digest": data_digest,
+        "dataset": str(Path(base.data.root).resolve()), "dataset_digest": data_digest,
         "oks_sigma_scale": base.data.oks_sigma_scale,
         "evaluation": {"split": "val", "max_images": max_val_images, "flip": e.flip,
                        "scales": list(e.scales), "test_size": e.test_size,
@@ -215,6 +190,29 @@ def deltas_with_paper(summary: dict, paper_csv: str | Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def rows_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rows_with_paper` as text cells: per quality "ours" (mean [95% CI]) and "paper"."""
+    shown = pd.DataFrame(index=rows.index)
+    for quality in QUALITIES:
+        shown[f"{quality} (ours)"] = [
+            format_interval(m, lo, hi)
+            for m, lo, hi in rows[[quality, f"{quality} ci_low", f"{quality} ci_high"]].to_numpy()]
+        shown[f"{quality} (paper)"] = rows[f"{quality} (paper)"].map(lambda v: f"{v:.1f}")
+    return shown
+
+
+def deltas_display(deltas: pd.DataFrame) -> pd.DataFrame:
+    """:func:`deltas_with_paper` as text cells, indexed by (component, quality)."""
+    table = deltas.assign(**{
+        "Δ ours [95% CI]": [format_interval(d, lo, hi)
+                            for d, lo, hi in deltas[["delta", "ci_low", "ci_high"]].to_numpy()],
+        "P(Δ>0)": deltas["p_improve"].map(lambda p: "–" if math.isnan(p) else f"{p:.2f}"),
+        "Δ paper": deltas["paper_delta"].round(1),
+    })
+    columns = ["component", "quality", "Δ ours [95% CI]", "P(Δ>0)", "verdict", "Δ paper"]
+    return table[columns].set_index(["component", "quality"])
+
+
 def format_interval(mean: float, low: float, high: float, digits: int = 1) -> str:
     """``"22.1 [20.3, 23.8]"``; ``"22.1 [?]"`` when the interval is unknown (one seed)."""
     if math.isnan(low) or math.isnan(high):
@@ -252,15 +250,19 @@ def forest_plot(deltas: pd.DataFrame, title: str = ""):
     return fig
 
 
-def save_figure(fig, path: str | Path, prov: dict | None = None, dpi: int = 150) -> Path:
-    """Save ``fig`` as PNG with the provenance in its metadata (temp file, then rename)."""
+FIGURE_FORMATS = ("png", "svg")  # PNG for the HTML pages, SVG for papers
+
+
+def save_figure(fig, path: str | Path, prov: dict | None = None, dpi: int = 150,
+                formats: tuple[str, ...] = FIGURE_FORMATS) -> Path:
+    """Save ``fig`` as ``path`` with each suffix of ``formats`` (the PNG's path is returned),
+    the provenance in each file's metadata, each through a temp file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     meta = {"Description": json.dumps(prov, default=str)} if prov else None
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
-    tmp.replace(path)
-    return path
+    for fmt in formats:
+        with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
+    return path.with_suffix(f".{formats[0]}")
 
 
 def write_markdown(table: pd.DataFrame, path: str | Path, prov: dict | None = None,
@@ -272,6 +274,23 @@ def write_markdown(table: pd.DataFrame, path: str | Path, prov: dict | None = No
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def row_folders(run_root: str | Path, summary: dict, row: str, seed: int) -> tuple[Path, dict[str, Path]]:
+    """Where one (row, seed) of an ablation run lives: the training folder of its checkpoint
+    (the reused row's for a reusing row) and each quality's evaluation folder (a reusing row
+    evaluates the final quality only; its other qualities are the reused row's)."""
+    rows = {r["row"]: r for r in summary["rows"]}
+    if row not in rows:
+        raise KeyError(f"row {row!r} is not in this run; its rows are {list(rows)}")
+    if seed not in summary["seeds"]:
+        raise KeyError(f"seed {seed} is not in this run; its seeds are {summary['seeds']}")
+    own = Path(run_root) / rows[row]["slug"] / f"seed-{seed}"
+    reused = rows[row]["reuse"]
+    train = Path(run_root) / rows[reused]["slug"] / f"seed-{seed}" if reused else own
+    evals = {q: own / "eval" / q if (own / "eval" / q / "detections.json").is_file()
+             else train / "eval" / q for q in QUALITIES}
+    return train, evals
 
 
 def error_frame(run_root: str | Path, summary: dict) -> pd.DataFrame:
@@ -299,9 +318,11 @@ def error_frame(run_root: str | Path, summary: dict) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, title: str = ""):
+def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, title: str = "",
+                           ax=None):
     """Grouped bars, one group per error type, one bar per row: the mean over seeds, the
-    error bar spanning the seeds' minimum to maximum. ``errors``: :func:`error_frame`."""
+    error bar spanning the seeds' minimum to maximum. ``errors``: :func:`error_frame`. Draws
+    into ``ax`` when given (returns its figure), else into a new figure."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -311,7 +332,9 @@ def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, titl
     rows = list(dict.fromkeys(data["row"]))
     kinds = list(dict.fromkeys(data["error"]))
     stats = data.groupby(["row", "error"])["value"].agg(["mean", "min", "max"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds) * max(1, len(rows)) / 2), 4))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds) * max(1, len(rows)) / 2), 4))
+    fig = ax.figure
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(kinds))
     for i, row in enumerate(rows):
@@ -325,7 +348,6 @@ def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, titl
     ax.set_title(title or f"{quality} quality (mean of {seeds} seed(s); bars span the seeds)")
     ax.grid(True, axis="y", alpha=0.4)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

@@ -10,7 +10,10 @@ tensors, dicts, lists, tuples, numbers, strings, booleans and ``None`` only. Key
 - ``rng``: python / numpy / torch (/ CUDA) generator states, see :func:`rng_state`;
 - ``config``: :func:`arkpose.config.to_dict` of the run's config;
 - ``metrics``: the latest metrics record (plus ``best`` bookkeeping);
-- ``version``: ``arkpose.__version__``.
+- ``version``: ``arkpose.__version__``;
+- ``paths``: ``{"data.root": ...}``, the config's data root relative to the checkpoint's
+  folder (added by :func:`save_checkpoint`), so that :func:`load_model` finds the data from
+  any working directory, and after the runs and the data moved together.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = to_plain(state)
+    if isinstance(plain.get("config"), dict) and plain["config"].get("data", {}).get("root"):
+        root = Path(plain["config"]["data"]["root"]).resolve()
+        plain["paths"] = {"data.root": os.path.relpath(root, path.parent.resolve())}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -220,10 +226,31 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
             f"installed {arkpose.__version__})"
         ) from err
     model.to(device).eval()  # build_model already made it channels-last when configured
+    cfg.data.root = data_root(state, path)
     # Inference reads the flip permutation from `model.spec` (arkpose.inference), so a
     # loaded model carries its layout: no `spec=` needed for non-COCO keypoints.
     model.spec = cfg.data.spec
     return model, cfg
+
+
+def data_root(state: dict, path: str | Path) -> str:
+    """The absolute data root of a loaded checkpoint: the ``paths`` entry resolved against
+    the checkpoint's folder; for a checkpoint without it (older arkpose), the config's root
+    under the nearest folder above the checkpoint that holds it (a relative root was relative
+    to where training ran, usually the project root), then the working directory. Falls back
+    to the stored value when none exists, so the error names what the run was trained on."""
+    stored = state["config"]["data"]["root"]
+    folder = Path(path).resolve().parent
+    relative = state.get("paths", {}).get("data.root")
+    candidates = [folder / relative] if relative else []
+    if Path(stored).is_absolute():
+        candidates.append(Path(stored))
+    else:
+        candidates += [parent / stored for parent in (folder, *folder.parents)] + [Path(stored)]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return stored
 
 
 def weights_mismatch(expected: dict, stored: dict) -> str:

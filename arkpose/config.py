@@ -150,6 +150,9 @@ class Config:
     # many runs to make, not how one is made, so run digests leave it out (arkpose.provenance).
     ablation_seeds: int = 1
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    # Also write TensorBoard event files beside metrics.jsonl (the `tensorboard` extra);
+    # logging only, so not part of a run's identity (arkpose.provenance.NOT_IN_DIGEST).
+    tensorboard: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -387,7 +387,7 @@ def predict_dataset(
     Images go through the network one at a time (their sizes differ). ``max_images > 0``
     takes the first N. Returns ``({quality: detections}, image_ids)``.
     """
-    from tqdm.auto import tqdm
+    from arkpose.progress import bar as progress_bar
 
     qualities = tuple(qualities)
     spec = spec or getattr(dataset, "spec", None)
@@ -397,7 +397,7 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     try:
-        for i in tqdm(range(n), desc="inference", unit="img", disable=not progress):
+        for i in progress_bar(range(n), desc="inference", unit="img", enabled=progress):
             sample = dataset[i]
             image_id = int(sample["image_id"])
             res = infer_image(model, sample["image"], spec, options,

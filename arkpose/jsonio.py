@@ -4,10 +4,28 @@ trust. Input fails in one line naming the file and what is wrong with it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to, renamed onto ``path`` when the block ends
+    without an error and removed otherwise (parents created). It keeps the suffix, so writers
+    that pick the format from the name (matplotlib, PIL) still do."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:

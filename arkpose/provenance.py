@@ -1,8 +1,8 @@
 """What made a number: run identities (digests) and the provenance block of every report.
 
 A training run's identity is a digest of everything that changes its weights: the fully
-resolved config (every field but ``ablation_seeds``, which says how many runs to make, not
-how one is made), the dataset (:func:`dataset_digest`) and the arkpose version. An
+resolved config (every field but those of :data:`NOT_IN_DIGEST`: ``ablation_seeds`` says how
+many runs to make, not how one is made, and ``tensorboard`` only adds a log), the dataset (:func:`dataset_digest`) and the arkpose version. An
 evaluation's identity adds every setting that changes its numbers. ``identity.json`` in a
 run folder holds the digest and its inputs, so a re-run can tell in one line what changed.
 """
@@ -23,7 +23,7 @@ import arkpose
 from arkpose import config as config_lib
 
 IDENTITY_FILE = "identity.json"
-NOT_IN_DIGEST = ("ablation_seeds",)
+NOT_IN_DIGEST = ("ablation_seeds", "tensorboard")
 REPO = Path(__file__).resolve().parents[1]
 
 

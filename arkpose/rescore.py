@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import arkpose
 from arkpose import scoring
 from arkpose.checkpoint import save_checkpoint
+from arkpose.progress import bar as progress_bar
 from arkpose.spec import KeypointSpec
 
 SCORER_FORMAT = "arkpose-scorer"
@@ -67,7 +67,7 @@ def candidate_data(
     -> features (N, spec.num_features) float32, targets (N,) float32
     """
     features, targets = [], []
-    for sample in tqdm(samples, total=total, desc="scoring data", unit="img", disable=not progress):
+    for sample in progress_bar(samples, total=total, desc="scoring data", unit="img", enabled=progress):
         poses = torch.as_tensor(predict_fn(sample["image"]), dtype=torch.float32)
         if len(poses) == 0:
             continue

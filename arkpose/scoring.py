@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from arkpose.progress import bar as progress_bar
 from arkpose.spec import CROWDPOSE, KeypointSpec
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -368,7 +368,7 @@ def train_scorer(
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.MSELoss()
     train_mse = math.nan
-    bar = tqdm(range(epochs), desc="train scorer", unit="epoch", disable=not progress)
+    bar = progress_bar(range(epochs), desc="train scorer", unit="epoch", enabled=progress)
     for _ in bar:
         net.train()
         total, seen = 0.0, 0

@@ -152,13 +152,13 @@ def person_transforms(
     facing``.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
+    from arkpose.progress import bar as progress_bar
     from arkpose.targets import person_centers
 
     rows = []
     count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    for index in tqdm(range(count), desc="transforms", disable=not progress):
+    for index in progress_bar(range(count), desc="transforms", enabled=progress):
         anns = [
             a for a in dataset.annotations(index)
             if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) >= min_keypoints

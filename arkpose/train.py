@@ -5,7 +5,7 @@
 leaves a run directory::
 
     config.yaml    the full config of the run
-    metrics.jsonl  one line per epoch: loss parts, lr, images/s, data wait, validation
+    metrics.jsonl  one line per epoch: loss parts and curve, lr, images/s, data wait, validation
     last.pt        the latest state (epoch boundary, or mid-epoch after Ctrl-C / SIGTERM)
     best.pt        the state with the best validation (final-quality AP; val loss before
                    the evaluator exists)
@@ -46,6 +46,8 @@ from arkpose import config as config_lib
 from arkpose import runtime
 from arkpose.config import Config, ConfigError
 from arkpose.config_check import check as check_config
+from arkpose.curves import LossCurve, check_tensorboard, open_tensorboard, write_epoch_scalars
+from arkpose.progress import bar as progress_bar
 
 LOG = logging.getLogger("arkpose.train")
 
@@ -487,6 +489,7 @@ def train(
     threads = runtime.configure_threads()
     _check_amp(cfg.optim.amp, runtime.resolve_device(cfg.device))
     check_data(cfg)
+    check_tensorboard(cfg)
     if not resume and (out_dir / LAST).exists():
         raise ConfigError(
             f"{out_dir} already holds {LAST}: pass --resume to continue that run, or choose "
@@ -503,16 +506,20 @@ def train(
     env = setup_distributed(cfg.device)
     handlers: list[logging.Handler] = []
     stop = _StopFlag()
+    board = None
     try:
         if env.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         if env.distributed:
             dist.barrier()
         handlers = _setup_logging(out_dir, env.is_main)
+        board = open_tensorboard(cfg, out_dir) if env.is_main else None
         stop.install()
-        return _run(cfg, out_dir, env, resume, progress, stop_after, stop, threads)
+        return _run(cfg, out_dir, env, resume, progress, stop_after, stop, threads, board)
     finally:
         stop.restore()
+        if board:
+            board.close()
         for h in handlers:
             LOG.removeHandler(h)
             h.close()
@@ -521,7 +528,7 @@ def train(
 
 
 def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
-         stop_after: int | None, stop: _StopFlag, threads: int) -> dict:
+         stop_after: int | None, stop: _StopFlag, threads: int, board: Any = None) -> dict:
     from arkpose.data import build_train_dataset
     from arkpose.loss import compute_losses
     from arkpose.model import build_model
@@ -609,11 +616,12 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
         loader.set_epoch(epoch, skip)
         lr = optimizer.param_groups[0]["lr"]
         train_model.train()
-        bar = tqdm(
-            total=step0 + len(loader), initial=step0, disable=not (progress and env.is_main),
+        bar = progress_bar(
+            total=step0 + len(loader), initial=step0, enabled=progress and env.is_main,
             desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", dynamic_ncols=True, leave=False,
         )
         t_epoch, wait, images = time.perf_counter(), 0.0, 0
+        curve = LossCurve(epoch, step0 + len(loader), device)
         t_ready = time.perf_counter()
         step = step0
         for batch in loader:
@@ -631,6 +639,9 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
             step += 1
             images += n
             bar.update(1)
+            point = curve.add(losses["total"], n, step)
+            if point and board:
+                board.add_scalar("loss/total", point[1], point[0])
             # Reading the sums syncs with the GPU: there, only every 10 steps.
             if device.type == "cpu" or step % 10 == 0 or step == step0 + len(loader):
                 _check_finite(sums, epoch, step)
@@ -670,6 +681,7 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
             "world_size": env.world_size,
             "batch_size": cfg.optim.batch_size,
             "effective_batch_size": effective_batch,
+            "loss_curve": curve.points,
         }
         every = cfg.eval.every
         if every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == cfg.optim.epochs):
@@ -688,6 +700,8 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
             with open(out_dir / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             LOG.info(_format_record(record))
+            if board:
+                write_epoch_scalars(board, record, (epoch + 1) * curve.steps_per_epoch)
         save(out_dir / LAST, epoch + 1, 0, record)
         if improved and env.is_main:
             ckpt.copy_checkpoint(out_dir / LAST, out_dir / BEST)

@@ -21,6 +21,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
+from arkpose.jsonio import atomic_path
 from arkpose.spec import KeypointSpec
 
 LEFT, RIGHT, MIDDLE = (40, 120, 255), (255, 140, 0), (40, 200, 80)
@@ -238,8 +239,7 @@ def grid(images: Sequence[np.ndarray], columns: int = 4, pad: int = 2) -> np.nda
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
-    """Write an RGB uint8 array as PNG (parent folders created); returns the path."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(_rgb(image)).save(path)
-    return path
+    """Write an RGB uint8 array as PNG, atomically (parent folders created); returns the path."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(_rgb(image)).save(tmp)
+    return os.fspath(path)

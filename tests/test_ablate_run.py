@@ -1,20 +1,46 @@
-"""`arkpose ablate` end to end on the smoke preset: two seeds, notebooks, reuse and non-reuse."""
+"""`arkpose ablate` end to end on the smoke preset: two seeds, notebooks (from the project
+root and from notebooks/), the report pages, reuse and non-reuse."""
 
+import contextlib
+import io
 import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
+from arkpose import notebooks
 from arkpose.cli import ablate as command
 
+REPO = Path(__file__).resolve().parents[1]
 REPORT_FILES = (
-    "table4.html", "error_analysis.html", "stn_sampling.html", "table4.md", "table4.csv",
-    "table4_deltas.md", "table4_deltas.csv", "table4_forest.png", "per_seed.csv", "rows.csv",
-    "deltas.csv", "provenance.json", "fig4_errors.csv", "fig4_keypoints_final.png",
-    "fig3_sampling_positions.png",
+    "index.html", "table4.html", "error_analysis.html", "stn_sampling.html", "explore.html",
+    "table4.md", "table4.csv", "table4_deltas.md", "table4_deltas.csv", "table4_forest.png",
+    "table4_forest.svg", "training_curves.png", "per_seed.csv", "rows.csv", "deltas.csv",
+    "provenance.json", "fig4_errors.csv", "fig4_keypoints.png", "fig4_isolated_ap_gain.png",
+    "fig3_sampling_positions.png", "fig3_transform_vs_geometry.png",
 )
 PROVENANCE = ("arkpose", "git_commit", "date", "device", "threads", "preset", "seeds", "train_commits",
               "dataset_digest", "oks_sigma_scale", "evaluation", "unit_init", "wall_s_per_row")
+NOTEBOOKS = ("table4.ipynb", "error_analysis.ipynb", "stn_sampling.ipynb", "explore.ipynb")
+
+
+@pytest.fixture(scope="module")
+def smoke_project(tmp_path_factory):
+    """A project folder (its own ablations/ and notebooks/) holding a 2-seed smoke ablation
+    run with its reports; returns (project, what the command printed)."""
+    project = tmp_path_factory.mktemp("project")
+    for folder in ("ablations", "notebooks"):
+        shutil.copytree(REPO / folder, project / folder)
+    argv = ["--preset", "smoke", "--seeds", "2", "--runs", str(project / "runs" / "ablations"),
+            "--reports", str(project / "reports"), "--ablation", str(project / "ablations" / "table4.yaml")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert command.main(argv) == 0
+    return project, argv, out.getvalue()
 
 
 def _scorer_of(root, row, seed):
@@ -23,14 +49,77 @@ def _scorer_of(root, row, seed):
     return identity["inputs"]["scorer"]
 
 
+class Images(HTMLParser):
+    """Embedded PNGs (notebook outputs) and every link of an HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedded, self.links = 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.embedded += tag == "img" and attrs.get("src", "").startswith("data:image/png")
+        self.links += [v for k, v in attrs.items() if k in ("href", "src") and v and not v.startswith(("data:", "#"))]
+
+
+def check_executed(notebook: Path) -> None:
+    """Each cell tagged "figure" shows exactly one image, no cell wrote to stderr, and the
+    HTML export embeds one image per figure cell."""
+    book = nbformat.read(notebook, as_version=4)
+    figure_cells = [c for c in book.cells if "figure" in c.metadata.get("tags", [])]
+    assert figure_cells, notebook
+    for cell in figure_cells:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 1, (notebook.name, cell.source[:80])
+    stderr = [o.text for c in book.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, (notebook.name, stderr)
+    page = Images()
+    page.feed(notebook.with_suffix(".html").read_text())
+    assert page.embedded == len(figure_cells), notebook.name
+
+
 @pytest.mark.slow
-def test_smoke_ablation_end_to_end(tmp_path, capsys):
-    runs, reports = tmp_path / "runs", tmp_path / "reports"
-    argv = ["--preset", "smoke", "--seeds", "2", "--runs", str(runs), "--reports", str(reports)]
-    assert command.main(argv) == 0
-    out = capsys.readouterr().out
+@pytest.mark.parametrize("start", ["", "notebooks"])
+def test_every_notebook_runs_with_relative_paths_from_the_root_and_from_notebooks(smoke_project, start):
+    project, _, _ = smoke_project
+    report = project / "reports" / f"from-{start or 'root'}"
+    params = {"run_root": "runs/ablations/table4-smoke", "report_dir": str(report.relative_to(project)),
+              "row": "+adaptive", "seed": 1}
+    for name in NOTEBOOKS:
+        executed = notebooks.execute_notebook(project / "notebooks" / name, report / name, params,
+                                              cwd=project / start)
+        check_executed(executed)
+    assert (report / "fig3_sampling_positions.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_report_pages_show_every_part_and_link_only_to_existing_files(smoke_project):
+    project, _, _ = smoke_project
+    report = project / "reports" / "table4-smoke"
+    for name in NOTEBOOKS:
+        check_executed(report / name)
+    run_page, root_page = report / "index.html", project / "reports" / "index.html"
+    text = run_page.read_text()
+    assert "Δ ours [95% CI]" in text and "Provenance" in text
+    links = {}
+    for page in (run_page, root_page):
+        parser = Images()
+        parser.feed(page.read_text())
+        links[page] = parser.links
+        for link in parser.links:
+            assert (page.parent / link).is_file(), (page, link)
+    assert {"table4_forest.png", "training_curves.png", "fig4_keypoints.png",
+            "fig3_sampling_positions.png", "table4.html", "error_analysis.html",
+            "stn_sampling.html", "explore.html"} <= set(links[run_page])
+    assert "table4-smoke/index.html" in links[root_page]
+
+
+@pytest.mark.slow
+def test_smoke_ablation_end_to_end(smoke_project, capsys):
+    project, argv, out = smoke_project
     assert "95% CI" in out and "each component against the row above" in out
-    root, report = runs / "table4-smoke", reports / "table4-smoke"
+    root, report = project / "runs" / "ablations" / "table4-smoke", project / "reports" / "table4-smoke"
     for name in REPORT_FILES:
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     assert not list(report.glob(".*partial*"))  # executed notebooks were renamed into place
@@ -42,6 +131,7 @@ def test_smoke_ablation_end_to_end(tmp_path, capsys):
     for key in PROVENANCE:
         assert prov.get(key) not in (None, "", [], {}), key
     assert prov["seeds"] == [0, 1] and prov["preset"] == "smoke"
+    assert Path(prov["dataset"]).is_absolute() and Path(prov["dataset"]).is_dir()
     assert "Provenance:" in (report / "table4.md").read_text()
     first = pd.read_csv(root / "per_seed.csv").set_index(["row", "seed"]).sort_index()
     assert len(first) == 5 * 2 and (first.loc["baseline", "train_s"] > 0).all()
@@ -111,8 +201,6 @@ def test_a_failing_notebook_never_lands_in_the_report(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from arkpose import ablation_report
-
     def notebook(body):
         cell = new_code_cell("value = 1")
         cell.metadata["tags"] = ["parameters"]
@@ -124,9 +212,9 @@ def test_a_failing_notebook_never_lands_in_the_report(tmp_path):
 
     report = tmp_path / "report"
     with pytest.raises(Exception, match="boom"):
-        ablation_report.execute_notebook(notebook("raise ValueError('boom')"), report / "bad.ipynb", {})
+        notebooks.execute_notebook(notebook("raise ValueError('boom')"), report / "bad.ipynb", {})
     assert not (report / "bad.ipynb").exists() and not (report / "bad.html").exists()
     assert (report / ".bad.partial.ipynb").is_file()  # kept, hidden, to show where it stopped
-    ablation_report.execute_notebook(notebook("print(value * 2)"), report / "good.ipynb", {"value": 21})
+    notebooks.execute_notebook(notebook("print(value * 2)"), report / "good.ipynb", {"value": 21})
     assert "42" in (report / "good.ipynb").read_text() and (report / "good.html").is_file()
     assert not (report / ".good.partial.ipynb").exists()

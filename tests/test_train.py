@@ -19,7 +19,7 @@ import torch
 from tiny_config import tiny_train_config
 
 from arkpose import checkpoint as ckpt
-from arkpose import config, train
+from arkpose import config, curves, train
 from arkpose.cli import main as arkpose_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,12 +212,13 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
         "train", "--preset", "smoke", "--data", str(synth_dir), "--out", str(out),
         "--set", "data.input_size=64", "data.train_subset=16", "optim.batch_size=4",
         "optim.epochs=3", "eval.val_images=4", "eval.every=1", "data.min_center_area=64",
+        "tensorboard=true",
     ]
     assert arkpose_main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epoch"] == 3
     assert sorted(os.listdir(out)) == [
-        "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "train.log"
+        "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "tensorboard", "train.log"
     ]
     records = train.read_metrics(out)
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -226,6 +227,20 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
         assert {"loss", "heatmap", "offset", "lr", "images_per_s", "data_wait"} <= set(r)
         assert r["images_per_s"] > 0 and r["effective_batch_size"] == 4
         assert 0.0 <= r["val_AP"] <= 1.0  # validated every epoch here
+    # 16 images in batches of 4: one loss-curve point per step, global step numbers, and
+    # the points of an epoch average (image-weighted) to its loss.
+    curve = curves.read_curves(out)
+    assert curve["loss_unit"] == "step" and [s for s, _ in curve["loss"]] == list(range(1, 13))
+    for r in records:
+        assert r["loss"] == pytest.approx(sum(v for _, v in r["loss_curve"]) / 4, rel=1e-9)
+    assert curve["val"] == [[r["epoch"], r["val_AP"]] for r in records]
+    # The same numbers in TensorBoard's event files.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 13))
+    assert [e.value for e in events.Scalars("epoch/val_AP")] == pytest.approx([r["val_AP"] for r in records])
     assert config.load_yaml(out / "config.yaml").data.input_size == 64
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["epoch"] == 3 and state["step"] == 0 and state["version"] == "0.1.0"

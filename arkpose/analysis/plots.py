@@ -16,6 +16,7 @@ from arkpose.analysis.breakdown import ISOLATED
 from arkpose.analysis.errors import CLASSES, ERROR_TYPES
 from arkpose.analysis.matching import REC_THRS
 from arkpose.analysis.report import keypoint_groups
+from arkpose.jsonio import atomic_path
 
 STEP_STYLE = {  # coco-analyze's summarize(): label and fill colour of each cumulative step
     "baseline": ("Orig. Dts.", "white"),
@@ -265,7 +266,8 @@ def save_all(result, out_dir, formats=("png", "pdf"), oks=(0.5, 0.75, 0.95)) -> 
     for name, fig in figs.items():
         for fmt in formats:
             path = out / f"{name}.{fmt}"
-            fig.savefig(path, dpi=110, bbox_inches="tight")
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, bbox_inches="tight")
             paths.append(path)
         plt.close(fig)
     return paths

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
-from arkpose import ablate, ablation_report, config, runtime, train
+from arkpose import ablate, ablation_report, config, notebooks, report_index, runtime, train
 from arkpose.cli.common import add_set_option
 from arkpose.config import PRESETS
 from arkpose.config_check import check as check_config
@@ -84,27 +85,12 @@ def main(argv: list[str]) -> int:
     print(f"\nruns: {run_root}")
     if not args.no_notebooks:
         report_dir = Path(args.reports) / f"{definition.name}-{args.preset}"
-        params = {
-            "run_root": str(run_root.resolve()),
-            "report_dir": str(report_dir.resolve()),
-            "paper_csv": str(REPO / "ablations" / "paper_numbers.csv"),
-            "analysis": not args.no_analysis,
-        }
-        notebooks = ["table4.ipynb"]
-        if not args.no_analysis:
-            notebooks.append("error_analysis.ipynb")
-        base = config.preset(args.preset)
-        adaptive_rows = [
-            r.name for r in definition.rows
-            if r.reuse is None and ablate.row_config(base, r, args.overrides).model.adaptive
-        ]
-        if adaptive_rows:  # Fig. 3 needs a model with adaptive units
-            notebooks.append("stn_sampling.ipynb")
-            params["row"] = adaptive_rows[-1]
-            params["seed"] = seeds[0]
-        for name in notebooks:
-            target = ablation_report.execute_notebook(REPO / "notebooks" / name, report_dir / name, params)
-            print(f"report: {target.with_suffix('.html')}")
+        wanted = notebooks.report_notebooks(definition, args.preset, seeds, args.overrides,
+                                            run_root, report_dir, analysis=not args.no_analysis)
+        started = time.time()
+        notebooks.run_report_notebooks(wanted, report_dir)
+        print(f"report: {report_index.run_page(report_dir, since=started)}")
+        report_index.root_page(args.reports)
     return 0
 
 

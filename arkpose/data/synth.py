@@ -245,14 +245,14 @@ def _render_range(cfg_dict: dict, seed: int, split: str, start: int, stop: int,
 def _render_split(cfg: SynthConfig, seed: int, split: str, count: int, image_dir: Path,
                   workers: int, progress: bool) -> dict:
     """COCO json dict of one split; images written under ``image_dir``."""
-    from tqdm.auto import tqdm
+    from arkpose.progress import bar as progress_bar
 
     image_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(1, min(64, count // (4 * workers) or 1))
     ranges = [(s, min(s + chunk, count)) for s in range(0, count, chunk)]
     cfg_dict = dataclasses.asdict(cfg)
     results: list = []
-    bar = tqdm(total=count, desc=f"synth {split}", unit="img", disable=not progress)
+    bar = progress_bar(total=count, desc=f"synth {split}", unit="img", enabled=progress)
     if workers == 1 or len(ranges) <= 1:
         for s, e in ranges:
             results.extend(_render_range(cfg_dict, seed, split, s, e, str(image_dir)))

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from arkpose.data.synth_render import POSES
+from arkpose.jsonio import atomic_path
 from arkpose.spec import COCO
 
 _LEFT = (255, 80, 40)
@@ -74,7 +75,8 @@ def _plots(card: Path, stats: dict) -> list[str]:
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(card / "histograms.png", dpi=80)
+    with atomic_path(card / "histograms.png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     names.append("histograms.png")
     return names
