@@ -31,7 +31,7 @@ DATASET_SPECS = {"synth": "coco", "coco": "coco", "crowdpose": "crowdpose"}
 
 @dataclass
 class DataConfig:
-    """Where the data lives and how training samples are made (method.md §2, §4)."""
+    """Where the data lives and how training samples are made (docs/method.md §2, §4)."""
 
     dataset: str = "synth"  # "synth" | "coco" | "crowdpose": picks the keypoint spec
     root: str = "data/synthpose-quick"
@@ -77,7 +77,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network shape and the two model-side Table 4 switches (method.md §1)."""
+    """Network shape and the two model-side Table 4 switches (docs/method.md §1)."""
 
     backbone: str = "w32"  # "w32" | "w48" | "tiny-w16" | "nano-w16"
     guidance: bool = True  # Table 4: regression head sees the heatmaps
@@ -97,7 +97,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Heatmap and offset losses (method.md §2-3)."""
+    """Heatmap and offset losses (docs/method.md §2-3)."""
 
     tradeoff: bool = True  # Table 4: down-weight the background of the heatmap loss
     tradeoff_bg_weight: float = 0.1  # background weight when tradeoff is on (1.0 when off)
@@ -113,7 +113,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule (method.md §4)."""
+    """Optimiser and schedule (docs/method.md §4)."""
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -128,7 +128,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """Test-time options (method.md §5) and the validation during training."""
+    """Test-time options (docs/method.md §5) and the validation during training."""
 
     every: int = 1  # validate every N epochs (0 = never)
     val_images: int = 0  # validation subset during training; 0 = all

@@ -16,7 +16,7 @@ from typing import Any
 from arkpose.config import DATASET_SPECS, Config, ConfigError, flatten
 
 AMP_MODES = ("none", "bf16", "fp16")
-HEAD_STRIDE = 4  # the heads predict at 1/4 of the input (method.md §1)
+HEAD_STRIDE = 4  # the heads predict at 1/4 of the input (docs/method.md §1)
 
 
 def _positive(v: Any) -> bool:

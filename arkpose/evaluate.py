@@ -1,4 +1,4 @@
-"""COCO / CrowdPose keypoint evaluation and the three qualities of Table 4 (method.md §7).
+"""COCO / CrowdPose keypoint evaluation and the three qualities of Table 4 (docs/method.md §7).
 
 Reported numbers come from the reference libraries, never from a re-implementation of
 the OKS matching: pycocotools ``COCOeval(iouType="keypoints")`` for COCO-layout specs and
@@ -7,7 +7,7 @@ CrowdPose (AP easy / medium / hard by crowd index). Their console output is capt
 
 Qualities (see docs/inference.md):
 
-- ``regression``: the regressed poses at the detected centers (method.md §5.6), as is;
+- ``regression``: the regressed poses at the detected centers (docs/method.md §5.6), as is;
 - ``heatmap``: keypoints found on the heatmaps, grouped with the ground-truth poses as
   the cue (:func:`arkpose.grouping.heatmap_poses`: each labelled ground-truth joint takes
   the nearest heatmap candidate of its type, whatever the distance; no ground-truth

@@ -1,8 +1,8 @@
-"""Grouping: from fused maps to poses (method.md §5.4-5.9).
+"""Grouping: from fused maps to poses (docs/method.md §5.4-5.9).
 
 Pure, vectorised torch functions, one image at a time. Coordinates are ``(x, y)`` with x
 to the right; "grid" pixels are the network's stride-4 output, "1x" pixels those of the
-resized test image, with 1x coordinate = 4 x grid coordinate (method.md §0, §5.3).
+resized test image, with 1x coordinate = 4 x grid coordinate (docs/method.md §0, §5.3).
 
 What :func:`parse` calls "fused maps" (what :func:`arkpose.inference.flip_test` returns,
 or the multi-scale average of :func:`arkpose.inference.fuse_scales`):
@@ -53,7 +53,7 @@ def upsample_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Bilinear with ``align_corners=True`` to ``(H - f + 1, W - f + 1)``, then replication
     padding of ``f - 1`` on the right and bottom, ``f = H // h`` (and ``W // w``).
-    This is the official ``up_interpolate`` rule (method.md §5.3).
+    This is the official ``up_interpolate`` rule (docs/method.md §5.3).
     """
     H, W = size
     h, w = maps.shape[-2:]
@@ -547,7 +547,7 @@ def refine(
     window: int = 13,
     sigma: float = 2.0,
 ) -> torch.Tensor:
-    """Gaussian-fit refinement of joints with score > ``threshold`` (method.md §5.8).
+    """Gaussian-fit refinement of joints with score > ``threshold`` (docs/method.md §5.8).
 
     ``poses (P, K, 3)`` 1x px, ``heat`` the 1x maps, ``center_scores (P,)`` ->
     ``(P, K, 3)``. For each selected joint, rounded to the pixel ``(int(x+.5), int(y+.5))``
@@ -666,7 +666,7 @@ def parse(
     sigma: float = 2.0,
     score_fn: ScoreFn | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Group one image's fused maps into poses (method.md §5.4-5.9).
+    """Group one image's fused maps into poses (docs/method.md §5.4-5.9).
 
     Args:
         heatmaps: ``(K, H, W)`` (or ``(1, K, H, W)``) fused keypoint heatmaps, on the 1x

@@ -1,6 +1,6 @@
 """Test-time inference: resize, flip test, multi-scale fusion, grouping, back-projection.
 
-The pipeline of method.md §5 for one image:
+The pipeline of docs/method.md §5 for one image:
 
 1. :func:`arkpose.data.transforms.resize_for_test` (short side ``test_size · s``, long side
    rounded up to a multiple of 64, rounded at the smallest scale so that all scales are
@@ -37,7 +37,7 @@ FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with inp
 
 @dataclass(frozen=True)
 class Options:
-    """Test-time options (method.md §5); :func:`options_from_config` reads them from a Config."""
+    """Test-time options (docs/method.md §5); :func:`options_from_config` reads them from a Config."""
 
     test_size: int = 512  # short side of the resized image at scale 1
     scales: tuple[float, ...] = (1.0,)
@@ -99,7 +99,7 @@ def flip_test(
     flip: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The model's maps for ``x (N, 3, H, W)`` (normalised, H and W multiples of 4),
-    averaged with those of the mirrored image when ``flip`` (method.md §5.2).
+    averaged with those of the mirrored image when ``flip`` (docs/method.md §5.2).
 
     The mirrored run sees ``flipped[..., 3:]`` shifted left by 3 px (zeros on the right),
     so its output pixel u' shows input column ``W - 4 - 4u'`` = ``4 (w - 1 - u')``: the
@@ -201,7 +201,7 @@ def fuse_scales(
     flip_index: Sequence[int] | None,
     options: Options = Options(),
 ) -> FusedMaps:
-    """Run :func:`flip_test` at every scale and fuse the maps (method.md §5.3)."""
+    """Run :func:`flip_test` at every scale and fuse the maps (docs/method.md §5.3)."""
     from arkpose.data.transforms import normalize, resize_for_test
 
     scales = tuple(options.scales)

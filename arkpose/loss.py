@@ -1,4 +1,4 @@
-"""Training losses (method.md §3), pure tensor functions.
+"""Training losses (docs/method.md §3), pure tensor functions.
 
 - Eq. (4), heatmap loss: :func:`heatmap_loss` — squared error on the K keypoint heatmaps and
   the center heatmap, weighted by the tradeoff mask and the ignore mask.

@@ -1,4 +1,4 @@
-"""Learned pose scoring (method.md §6): shape + heat-value features, the OKS-predicting net.
+"""Learned pose scoring (docs/method.md §6): shape + heat-value features, the OKS-predicting net.
 
 A candidate pose ``(K, 3)`` = (x, y, joint score) becomes a feature vector of
 ``spec.num_features`` numbers, in this exact order (the official 74-d layout for COCO):
@@ -203,9 +203,9 @@ class ScoringNet(nn.Module):
 
 
 # The official CrowdPose scorer's limbs (same set as arkpose's spec, another order) and its
-# torso: limbs 9 and 11 of that list, the left thigh and shin (a copy slip, method.md §9).
+# torso: limbs 9 and 11 of that list, the left thigh and shin (a copy slip, docs/method.md §9).
 # arkpose's CROWDPOSE.limbs are the official scorer's limbs in its order; only the torso
-# differs (the official one is a copy slip of COCO's indices, method.md §9).
+# differs (the official one is a copy slip of COCO's indices, docs/method.md §9).
 OFFICIAL_CROWDPOSE_LIMBS = CROWDPOSE.limbs
 OFFICIAL_CROWDPOSE_TORSO = ((6, 8), (8, 10))
 

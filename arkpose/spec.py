@@ -1,7 +1,7 @@
 """Keypoint layouts: the one description of a dataset's joints that every module reads.
 
 A :class:`KeypointSpec` carries the keypoint names, the horizontal-flip permutation, the
-limbs used by the learned pose scoring (method.md §6), the drawing skeleton, the OKS sigmas
+limbs used by the learned pose scoring (docs/method.md §6), the drawing skeleton, the OKS sigmas
 and the torso limbs that normalise the scoring features. ``COCO`` and ``CROWDPOSE`` are
 built in; a user with another layout constructs one and passes it everywhere a spec goes.
 """
@@ -120,7 +120,7 @@ COCO = KeypointSpec(
         "left_knee", "right_knee", "left_ankle", "right_ankle",
     ),
     flip_index=(0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
-    # method.md §6: the 19 limbs of the official scoring features, in their order.
+    # docs/method.md §6: the 19 limbs of the official scoring features, in their order.
     limbs=(
         (0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 6), (5, 7), (5, 11),
         (6, 8), (6, 12), (7, 9), (8, 10), (11, 12), (11, 13), (12, 14), (13, 15), (14, 16),
@@ -160,7 +160,7 @@ CROWDPOSE = KeypointSpec(
         0.087, 0.087, 0.089, 0.089, 0.079, 0.079,
     ),
     # Shoulder-to-hip on each side, the analogue of COCO's torso (the official CrowdPose
-    # scorer picked other joints by a copy slip, method.md §9).
+    # scorer picked other joints by a copy slip, docs/method.md §9).
     torso=((0, 6), (1, 7)),
     iou_type="keypoints_crowd",
     use_area=False,

@@ -108,7 +108,7 @@ def probe(
     """Read one adaptive unit's transforms at given points of an image.
 
     image: uint8 (H, W, 3); points: (P, 2) original-image pixels (x, y), e.g. person
-    centers. The image goes through the test-time resize (method.md §5.1), no flip.
+    centers. The image goes through the test-time resize (docs/method.md §5.1), no flip.
     ``unit`` names a key of the model's ``transforms`` output (``"regression.t1"``,
     ``"heatmap.0.t2"``, ...); ``dilation`` is that unit's (1 for the regression unit).
 

@@ -1,4 +1,4 @@
-"""Training targets (method.md §2): heatmaps, center, tradeoff and ignore masks, offsets.
+"""Training targets (docs/method.md §2): heatmaps, center, tradeoff and ignore masks, offsets.
 
 :func:`make_targets` turns the persons of one training sample, already in input-image
 pixels (after augmentation), into the dense maps the loss reads. Everything is computed at
@@ -26,7 +26,7 @@ from pycocotools import mask as mask_utils
 
 from arkpose.spec import KeypointSpec
 
-OFFSET_RADIUS = 4  # the 8x8 square range(int(cx) - 4, int(cx) + 4) (method.md §2)
+OFFSET_RADIUS = 4  # the 8x8 square range(int(cx) - 4, int(cx) + 4) (docs/method.md §2)
 TRADEOFF_MASKS = ("union", "per_keypoint")
 OFFSET_NORMALISERS = ("official", "paper")
 
@@ -254,7 +254,7 @@ def _offsets(
     keypoints: np.ndarray, centers: np.ndarray, has_center: np.ndarray, areas: np.ndarray,
     weights: np.ndarray, height: int, width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Offset maps with the official per-pixel ownership rule (method.md §2).
+    """Offset maps with the official per-pixel ownership rule (docs/method.md §2).
 
     keypoints ``(P, K, 3)`` and centers ``(P, 2)`` in grid pixels; ``areas (P,)`` the
     ownership area; ``weights (P,)`` the per-person offset weight.
@@ -317,7 +317,7 @@ def make_targets(
     offset_normaliser: str = "official",
     ignore_mask: np.ndarray | torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Training targets of one sample (method.md §2).
+    """Training targets of one sample (docs/method.md §2).
 
     Args:
         annotations: persons in input-image pixels: a list of COCO-style dicts

@@ -182,7 +182,7 @@ def test_non_official_shapes_cannot_be_exported():
 
 
 # ---------------------------------------------------------------------------------------
-# An independent functional forward written from official_state_dict.md / method.md §1,
+# An independent functional forward written from official_state_dict.md / docs/method.md §1,
 # reading only official keys; deformable conv by grid_sample on 18-channel offsets.
 
 

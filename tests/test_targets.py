@@ -128,7 +128,7 @@ def test_max_over_persons_not_sum():
 
 
 # ---------------------------------------------------------------------------------------
-# Ownership of overlapping offset squares (method.md §2)
+# Ownership of overlapping offset squares (docs/method.md §2)
 
 
 def _two_persons():
@@ -259,7 +259,7 @@ def test_no_persons_and_bad_options():
 
 
 # ---------------------------------------------------------------------------------------
-# A literal per-pixel transcription of method.md §2, on random crowded scenes
+# A literal per-pixel transcription of docs/method.md §2, on random crowded scenes
 
 
 def _reference(anns, size, out, k, sigma=2.0, center_sigma=4.0, min_area=32**2):

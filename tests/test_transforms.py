@@ -190,7 +190,7 @@ def test_normalize_round_trip():
 
 
 # ---------------------------------------------------------------------------------------
-# Test-time resize (method.md §5.1) and back-projection (§5.9)
+# Test-time resize (docs/method.md §5.1) and back-projection (§5.9)
 
 
 def test_resize_sizes_follow_the_official_rule():

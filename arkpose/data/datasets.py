@@ -2,8 +2,8 @@
 (imported as ``arkpose.data``).
 
 ``build_dataset(cfg, split)`` gives the raw :class:`~arkpose.data.coco.KeypointDataset`;
-``build_train_dataset(cfg)`` wraps it with the augmentation (method.md §4) and the targets
-(method.md §2). Augmentation randomness is a pure function of ``(cfg.seed, epoch, index)``:
+``build_train_dataset(cfg)`` wraps it with the augmentation (docs/method.md §4) and the targets
+(docs/method.md §2). Augmentation randomness is a pure function of ``(cfg.seed, epoch, index)``:
 the training loop calls ``dataset.set_epoch(epoch)`` each epoch, so a resumed run sees
 exactly the data an uninterrupted run would, whatever the worker count.
 """

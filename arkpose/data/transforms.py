@@ -7,9 +7,9 @@ coordinates to destination pixel coordinates; the image is resampled with the sa
 a dot drawn at source point p lands at ``A @ p``. Keypoints, bbox corners and polygons are
 all treated as points of that one frame.
 
-Training (method.md §4): :func:`sample_affine` draws rotation, scale, translation and flip;
+Training (docs/method.md §4): :func:`sample_affine` draws rotation, scale, translation and flip;
 :func:`augment` applies them to a raw sample (image, keypoints, bboxes, areas, ignore mask).
-Test (method.md §5.1): :func:`resize_for_test` and :class:`ResizeInfo` (``to_resized`` /
+Test (docs/method.md §5.1): :func:`resize_for_test` and :class:`ResizeInfo` (``to_resized`` /
 ``to_original``, exact inverses).
 """
 
@@ -135,7 +135,7 @@ def hflip(sample: dict[str, Any], spec: KeypointSpec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# Training augmentation (method.md §4)
+# Training augmentation (docs/method.md §4)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def sample_affine(
     max_translate: float = 40.0,
     flip_prob: float = 0.5,
 ) -> AffineParams:
-    """Draw rotation U(-r, r), scale U(min, max), translation and flip (method.md §4).
+    """Draw rotation U(-r, r), scale U(min, max), translation and flip (docs/method.md §4).
 
     Translation: the official code shifts the crop center by ``±max_translate · scale``
     original pixels with ``scale = crop side / 200``, i.e. ``±max_translate · 512/200``
@@ -250,7 +250,7 @@ def denormalize(tensor: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
-# Test-time resize (method.md §5.1) and back-projection (§5.9)
+# Test-time resize (docs/method.md §5.1) and back-projection (§5.9)
 
 
 def _round_up(x: float, multiple: int) -> int:
@@ -339,7 +339,7 @@ def resize_for_test(
     image: np.ndarray, short_side: int = 512, multiple: int = 64,
     *, scale: float = 1.0, min_scale: float = 1.0,
 ) -> tuple[np.ndarray, ResizeInfo]:
-    """Test-time resize (method.md §5.1): uint8 ``(H, W, 3)`` -> uint8 ``(h_r, w_r, 3)``
+    """Test-time resize (docs/method.md §5.1): uint8 ``(H, W, 3)`` -> uint8 ``(h_r, w_r, 3)``
     and the :class:`ResizeInfo` whose ``to_original`` back-projects predictions.
 
     Example: a 640x425 (w x h) image becomes 832x512: the short side 425 -> 512 (factor

@@ -7,7 +7,7 @@ The adaptive 3x3 convolution samples tap ``i`` of output pixel ``p`` at
 where ``g_i = (dy_i, dx_i)`` runs over the regular 3x3 grid in row-major order, ``d`` is the
 dilation and ``T(p)`` a 2x2 matrix predicted per pixel by a plain 3x3 conv (``tconv``, C→4,
 with bias: ``T = [[t0, t1], [t2, t3]]`` acting on the column vector ``(dy, dx)``).
-The dilation scales only the regular part (official code; method.md §1 ★), so T = I gives a
+The dilation scales only the regular part (official code; docs/method.md §1 ★), so T = I gives a
 dilated conv and T = 0 gives a conv of dilation ``d − 1`` (a 1x1 conv with the summed kernel
 when d = 1). Samples are bilinear with zeros outside the map. This is exactly torchvision's
 ``deform_conv2d`` (one group, no mask, padding = dilation = d) fed the 18-channel offsets

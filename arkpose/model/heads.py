@@ -1,5 +1,5 @@
 """The heatmap head (three dilated adaptive branches, averaged) and the heatmap-guided
-regression head (method.md §1)."""
+regression head (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Timing of the grouping post-processing on a 20-person image (method.md §5.7-5.8).
+"""Timing of the grouping post-processing on a 20-person image (docs/method.md §5.7-5.8).
 
 Maps: the training targets of 20 persons at a 512 x 512 input (128 x 128 grid, 1x maps of
 512 x 512), with a little noise so that no value ties. Times, min of N runs:
