@@ -33,10 +33,9 @@ import yaml
 import arkpose
 from arkpose import config as config_lib
 from arkpose import provenance
+from arkpose.config import QUALITIES
 from arkpose.jsonio import write_json
 from arkpose.provenance import IDENTITY_FILE, identity, read_identity
-
-QUALITIES = ("regression", "heatmap", "final")
 
 
 class AblationError(ValueError):
@@ -258,11 +257,14 @@ def _write_json(path: Path, data: Any) -> None:
     write_json(path, data, indent=2, default=float)
 
 
+DONE_FILE = "done.json"  # written when a row's training has finished
+
+
 def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Path:
     """Train one row (resuming an interrupted run); returns the final checkpoint path."""
     from arkpose import train
 
-    done = out / "done.json"
+    done = out / DONE_FILE
     if not done.is_file():
         metrics = train.train(cfg, out, resume=(out / "last.pt").is_file(), progress=progress)
         seconds = sum(r.get("seconds", 0.0) for r in train.read_metrics(out))
@@ -308,12 +310,13 @@ def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ..
 
 
 def analysis_compat(cfg: config_lib.Config) -> str:
-    """coco-analyze's own numbers on COCO; its quirk-free mode elsewhere.
+    """coco-analyze's own numbers on real data (COCO, CrowdPose); its quirk-free mode on
+    SynthPose.
 
     The original tool's area range 'all' starts at 32² px: on SynthPose at 128 px that
     would leave out four persons in five, so synthetic data uses ``compat="fixed"``.
     """
-    return "coco-analyze" if cfg.data.dataset == "coco" else "fixed"
+    return "fixed" if cfg.data.dataset == "synth" else "coco-analyze"
 
 
 def analyse_row(cfg: config_lib.Config, eval_dir: Path, out: Path, qualities: tuple[str, ...]) -> None:
@@ -351,6 +354,20 @@ def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], 
     return target
 
 
+def claim_training(job: Job, root: Path, log: Callable[[str], None], quiet_reuse: bool = False) -> str:
+    """Make ``job.folder`` the home of the job's training (:func:`_claim`) and say whether it
+    trains anew, resumes or is reused; returns the run's digest."""
+    ident = identity(provenance.run_inputs(job.cfg))
+    if not _claim(job.folder, ident, root, job.label, log):
+        log(f"{job.label}: training into {job.folder}")
+    elif (job.folder / DONE_FILE).is_file():
+        if not quiet_reuse:
+            log(f"{job.label}: reusing {job.folder} (same digest {ident['digest'][:10]})")
+    else:
+        log(f"{job.label}: resuming {job.folder}")
+    return ident["digest"]
+
+
 def run_job(job: Job, root: Path, train_digests: dict[Path, str], max_images: int,
             analyse: bool, log: Callable[[str], None], progress: bool
             ) -> tuple[dict, Path, dict[str, Path], Path | None]:
@@ -359,15 +376,8 @@ def run_job(job: Job, root: Path, train_digests: dict[Path, str], max_images: in
     -> ({quality: stats}, the evaluation folder, {quality: the folder its numbers come from},
     the scorer used or None)"""
     if job.trains:
-        ident = identity(provenance.run_inputs(job.cfg))
-        if not _claim(job.folder, ident, root, job.label, log):
-            log(f"{job.label}: training into {job.folder}")
-        elif (job.folder / "done.json").is_file():
-            log(f"{job.label}: reusing {job.folder} (same digest {ident['digest'][:10]})")
-        else:
-            log(f"{job.label}: resuming {job.folder}")
+        train_digests[job.folder] = claim_training(job, root, log)
         train_row(job.cfg, job.folder, progress=progress)
-        train_digests[job.folder] = ident["digest"]
     else:
         reused = identity({"kind": "reuse", "train": train_digests[job.train_folder]})
         _claim(job.folder, reused, root, job.label, log)
@@ -432,6 +442,12 @@ def run_ablation(
     check_runs_folder(jobs, root)
     ensure_data(base, progress=progress)
     data_digest = provenance.dataset_digest(base)
+    if base.launch.launcher != "inprocess":
+        from arkpose import launch
+
+        unfinished = launch.train_all(jobs, root, base.launch, log, claim_training)
+        if unfinished:
+            raise launch.JobsPending(unfinished, root)
 
     t_start = time.perf_counter()
     train_digests: dict[Path, str] = {}

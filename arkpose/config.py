@@ -41,7 +41,6 @@ class DataConfig:
     val_ann: str = "annotations/person_keypoints_val.json"
     val_images: str = "images/val"
     input_size: int = 512  # square training crop, pixels
-    output_stride: int = 4
     max_rotation: float = 30.0  # degrees, U(-r, r)
     min_scale: float = 0.75
     max_scale: float = 1.5
@@ -124,6 +123,10 @@ class OptimConfig:
     lr_factor: float = 0.1
     amp: str = "none"  # "none" | "bf16" | "fp16" (CUDA only)
     grad_clip: float = 0.0  # 0 = off
+
+
+# The three Table 4 qualities an evaluation reports (docs/method.md §7), in table order.
+QUALITIES = ("regression", "heatmap", "final")
 
 
 @dataclass
@@ -371,15 +374,21 @@ def _split(override: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def flatten_dict(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": 2}`` -> ``{"a.b": 1, "c": 2}`` at any depth; an empty dict is a
+    value of its own (so no key disappears)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def flatten(cfg: Config) -> dict[str, Any]:
     """``{"seed": 0, "model.adaptive": True, ...}``: every field under its ``--set`` key."""
-    flat: dict[str, Any] = {}
-    for key, value in to_dict(cfg).items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
+    return flatten_dict(to_dict(cfg))
 
 
 def to_dict(cfg: Config) -> dict:
@@ -397,14 +406,7 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(data: dict) -> Config:
     """Inverse of :func:`to_dict`; unknown keys fail with the list of valid keys."""
-    cfg = Config()
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return apply_overrides(cfg, flat)
+    return apply_overrides(Config(), flatten_dict(data))
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:

@@ -13,11 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from arkpose.config import DATASET_SPECS, Config, ConfigError, flatten
+from arkpose.config import DATASET_SPECS, QUALITIES, Config, ConfigError, flatten
 
 AMP_MODES = ("none", "bf16", "fp16")
-HEAD_STRIDE = 4  # the heads predict at 1/4 of the input (docs/method.md §1)
-
 
 def _positive(v: Any) -> bool:
     return v > 0 and math.isfinite(v)
@@ -48,7 +46,6 @@ def _all(test: Callable[[Any], bool], n: int | None = None,
 
 def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
     """``--set`` key -> (test, what the value must be). Lazy: the model tables import torch."""
-    from arkpose.inference import QUALITIES
     from arkpose.model.hrnet import BACKBONES
     from arkpose.model.net import SIZE_MULTIPLE, UNIT_INITS
     from arkpose.scoring import SCORING_MODES
@@ -65,7 +62,6 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "data.dataset": choice(sorted(DATASET_SPECS)),
         "data.input_size": (lambda v: v >= SIZE_MULTIPLE and v % SIZE_MULTIPLE == 0,
                             f"a positive multiple of {SIZE_MULTIPLE}"),
-        "data.output_stride": (lambda v: v == HEAD_STRIDE, f"{HEAD_STRIDE} (the heads' stride)"),
         "data.max_rotation": (lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
         "data.min_scale": (_positive, "> 0"),
         "data.max_scale": (_positive, "> 0"),

@@ -9,7 +9,7 @@ Qualities (see docs/inference.md):
 
 - ``regression``: the regressed poses at the detected centers (docs/method.md §5.6), as is;
 - ``heatmap``: keypoints found on the heatmaps, grouped with the ground-truth poses as
-  the cue (:func:`arkpose.grouping.heatmap_poses`: each labelled ground-truth joint takes
+  the cue (:func:`arkpose.decode.heatmap_poses`: each labelled ground-truth joint takes
   the nearest heatmap candidate of its type, whatever the distance; no ground-truth
   position is ever copied into a prediction);
 - ``final``: the whole pipeline (absorb, refinement, scoring).

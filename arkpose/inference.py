@@ -9,8 +9,8 @@ The pipeline of docs/method.md §5 for one image:
    averaged (heatmaps, center, absolute keypoint maps);
 3. :func:`fuse_scales`: heatmaps upsampled to the reference (scale 1) 1x grid and averaged,
    each scale's center map and keypoint map kept (keypoints converted to reference grid px);
-4. :func:`arkpose.grouping.parse` (regression and final poses in 1x px) and, for the
-   "heatmap" quality, :func:`arkpose.grouping.heatmap_poses` with ground-truth cues;
+4. :func:`arkpose.decode.parse` (regression and final poses in 1x px) and, for the
+   "heatmap" quality, :func:`arkpose.decode.heatmap_poses` with ground-truth cues;
 5. back-projection with ``ResizeInfo.to_original`` and COCO result dicts.
 
 Entry points: :func:`predict` (one image -> COCO dicts), :func:`predict_poses` (one image ->
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from arkpose import grouping
-from arkpose.spec import COCO, CROWDPOSE, KeypointSpec
+from arkpose import decode
+from arkpose.config import QUALITIES
+from arkpose.spec import COCO, CROWDPOSE, OUTPUT_STRIDE, KeypointSpec
 
-QUALITIES = ("regression", "heatmap", "final")
 FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
 
 
@@ -45,7 +45,7 @@ class Options:
     max_people: int = 30
     center_threshold: float = 0.01
     refine: bool = True  # the Gaussian-fit refinement of the final poses
-    score_fn: grouping.ScoreFn | None = field(default=None, compare=False)
+    score_fn: decode.ScoreFn | None = field(default=None, compare=False)
 
 
 def options_from_config(cfg: Any, **overrides: Any) -> Options:
@@ -116,7 +116,7 @@ def flip_test(
     x = x.to(_device_of(model))
     out = _run(model, x)
     K = out["heatmaps"].shape[1]
-    keypoints = torch.stack([grouping.absolute_keypoints(o) for o in out["offsets"]])
+    keypoints = torch.stack([decode.absolute_keypoints(o) for o in out["offsets"]])
     if not flip:
         return {"heatmaps": out["heatmaps"], "center": out["center"], "keypoints": keypoints}
     if flip_index is None:
@@ -130,7 +130,7 @@ def flip_test(
     w = fout["heatmaps"].shape[-1]
     f_heat = torch.flip(fout["heatmaps"], [3])[:, perm]
     f_center = torch.flip(fout["center"], [3])
-    f_kp = torch.stack([grouping.absolute_keypoints(o) for o in fout["offsets"]])
+    f_kp = torch.stack([decode.absolute_keypoints(o) for o in fout["offsets"]])
     f_kp = f_kp.reshape(x.shape[0], K, 2, *f_kp.shape[-2:])[:, perm]
     f_kp = torch.stack([w - 1 - f_kp[:, :, 0], f_kp[:, :, 1]], 2)
     f_kp = torch.flip(f_kp.reshape(x.shape[0], 2 * K, *f_kp.shape[-2:]), [3])
@@ -172,7 +172,7 @@ def load_image(image: Any) -> np.ndarray:
 
 @dataclass
 class FusedMaps:
-    """What :func:`fuse_scales` gives :func:`arkpose.grouping.parse`, plus the resize.
+    """What :func:`fuse_scales` gives :func:`arkpose.decode.parse`, plus the resize.
 
     ``heatmaps``: ``(K, h, w)`` reference-grid maps (single scale: upsampled lazily by the
     grouping) or ``(K, 4h, 4w)`` 1x maps (multi-scale average); ``centers``: per-scale
@@ -222,13 +222,13 @@ def fuse_scales(
         else:
             # This scale's grid px -> its input px -> original -> reference input px -> grid.
             K = kp.shape[0] // 2
-            pts = kp.reshape(K, 2, -1).permute(0, 2, 1) * grouping.STRIDE
-            pts = ref_info.to_resized(info.to_original(pts)) / grouping.STRIDE
+            pts = kp.reshape(K, 2, -1).permute(0, 2, 1) * OUTPUT_STRIDE
+            pts = ref_info.to_resized(info.to_original(pts)) / OUTPUT_STRIDE
             kp = pts.permute(0, 2, 1).reshape(kp.shape).float()
         centers.append(center.cpu())
         kmaps.append(kp.cpu())
         if len(scales) > 1:
-            up = grouping.upsample_to(heat, (4 * ref_hw[0], 4 * ref_hw[1])).cpu()
+            up = decode.upsample_to(heat, (4 * ref_hw[0], 4 * ref_hw[1])).cpu()
             heat_sum = up if heat_sum is None else heat_sum + up
         else:
             heat_sum = heat.cpu()
@@ -269,7 +269,7 @@ def infer_image(
 
     Returns ``{quality: (poses (P, K, 3) x/y/joint score, scores (P,))}``. "heatmap" needs
     ``sample`` (a raw dataset sample with ``keypoints``, optionally ``iscrowd``): its
-    labelled ground-truth poses are the grouping cues (:func:`arkpose.grouping.heatmap_poses`).
+    labelled ground-truth poses are the grouping cues (:func:`arkpose.decode.heatmap_poses`).
     ``spec`` gives the flip permutation; None: ``model.spec`` or the built-in spec with
     the model's number of keypoints.
     """
@@ -281,7 +281,7 @@ def infer_image(
     fused = fuse_scales(model, img, spec.flip_index if spec else None, options)
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if "regression" in qualities or "final" in qualities:
-        res = grouping.parse(
+        res = decode.parse(
             fused.heatmaps, fused.centers, fused.keypoints,
             max_people=options.max_people, center_threshold=options.center_threshold,
             refine_joints=options.refine, score_fn=options.score_fn,
@@ -292,8 +292,8 @@ def infer_image(
     if "heatmap" in qualities:
         if sample is None:
             raise ValueError("the 'heatmap' quality needs the ground-truth sample as cues")
-        heat = grouping.Heat1x.from_maps(fused.heatmaps, tuple(fused.centers[0].shape[-2:]))
-        poses, scores = grouping.heatmap_poses(
+        heat = decode.Heat1x.from_maps(fused.heatmaps, tuple(fused.centers[0].shape[-2:]))
+        poses, scores = decode.heatmap_poses(
             heat, _cues_to_1x(sample, fused.info), refine_joints=options.refine
         )
         out["heatmap"] = (_to_original(poses, fused.info), scores)
@@ -361,7 +361,7 @@ def predict_poses(
     *,
     flip: bool | None = None,
     scales: Sequence[float] | None = None,
-    score_fn: grouping.ScoreFn | None = None,
+    score_fn: decode.ScoreFn | None = None,
     quality: str = "final",
 ) -> torch.Tensor:
     """Poses ``(P, K, 3)`` (original px, joint scores) of one image with ``cfg.eval``'s

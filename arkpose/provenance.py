@@ -2,7 +2,8 @@
 
 A training run's identity is a digest of everything that changes its weights: the fully
 resolved config (every field but those of :data:`NOT_IN_DIGEST`: ``ablation_seeds`` says how
-many runs to make, not how one is made, and ``tensorboard`` only adds a log), the dataset (:func:`dataset_digest`) and the arkpose version. An
+many runs to make, not how one is made, ``tensorboard`` only adds a log, ``launch.*`` says
+where it runs), the dataset (:func:`dataset_digest`) and the arkpose version. An
 evaluation's identity adds every setting that changes its numbers. ``identity.json`` in a
 run folder holds the digest and its inputs, so a re-run can tell in one line what changed.
 """
@@ -23,7 +24,8 @@ import arkpose
 from arkpose import config as config_lib
 
 IDENTITY_FILE = "identity.json"
-NOT_IN_DIGEST = ("ablation_seeds", "tensorboard")
+# Fields (or whole sections) that say how or where to run, not what is computed.
+NOT_IN_DIGEST = ("ablation_seeds", "tensorboard", "launch")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +66,8 @@ def dataset_digest(cfg: config_lib.Config) -> str:
 
 def run_inputs(cfg: config_lib.Config) -> dict[str, Any]:
     """Everything a training run's weights depend on (module doc)."""
-    flat = {k: v for k, v in config_lib.flatten(cfg).items() if k not in NOT_IN_DIGEST}
+    flat = {k: v for k, v in config_lib.flatten(cfg).items()
+            if k not in NOT_IN_DIGEST and k.split(".")[0] not in NOT_IN_DIGEST}
     return {"kind": "train", "arkpose": arkpose.__version__, "data": dataset_digest(cfg),
             "config": flat}
 
@@ -84,18 +87,10 @@ def read_identity(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and "digest" in data else None
 
 
-def _flat_items(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict) and obj:
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat_items(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): obj}
-
-
 def describe_change(old: dict, new: dict, limit: int = 4) -> str:
     """``"optim.epochs 10 -> 3, seed 0 -> 1"``: what differs between two identities' inputs."""
-    a, b = _flat_items(old.get("inputs", {})), _flat_items(new.get("inputs", {}))
+    a = config_lib.flatten_dict(old.get("inputs", {}))
+    b = config_lib.flatten_dict(new.get("inputs", {}))
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     parts = [f"{k.removeprefix('config.')} {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}"
              for k in changed[:limit]]

@@ -21,16 +21,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from arkpose.decode import ScoreFn
 from arkpose.progress import bar as progress_bar
 from arkpose.spec import CROWDPOSE, KeypointSpec
 
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 SCORING_MODES = ("official", "paper")
 OFFICIAL_KEYS = ("l1.weight", "l1.bias", "l2.weight", "l2.bias", "l3.weight", "l3.bias")
 

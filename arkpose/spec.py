@@ -4,11 +4,16 @@ A :class:`KeypointSpec` carries the keypoint names, the horizontal-flip permutat
 limbs used by the learned pose scoring (docs/method.md §6), the drawing skeleton, the OKS sigmas
 and the torso limbs that normalise the scoring features. ``COCO`` and ``CROWDPOSE`` are
 built in; a user with another layout constructs one and passes it everywhere a spec goes.
+It also holds :data:`OUTPUT_STRIDE`, the other fact that model, targets and decoding share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The heads predict at 1/4 of the input: grid coordinate u is input coordinate 4u
+# (docs/method.md §0). The model, the targets, the config checks and decoding read it here.
+OUTPUT_STRIDE = 4
 
 Pair = tuple[int, int]
 

@@ -20,8 +20,7 @@ import torch
 
 from arkpose.data.transforms import normalize, resize_for_test
 from arkpose.model.adaptive import sampling_positions
-
-STRIDE = 4  # output grid stride: grid coordinate u is input coordinate 4u
+from arkpose.spec import OUTPUT_STRIDE
 
 
 def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -126,8 +125,8 @@ def probe(
             "(regular units have no transforms: was the model trained with model.adaptive=false?)"
         )
     t = transforms[unit][0].float().cpu()
-    grid = info.to_resized(points.double()).float() / STRIDE
-    taps = info.to_original(taps_at(t, grid, dilation).double() * STRIDE).float()
+    grid = info.to_resized(points.double()).float() / OUTPUT_STRIDE
+    taps = info.to_original(taps_at(t, grid, dilation).double() * OUTPUT_STRIDE).float()
     values = values_at(t, grid)
     return {"transform": values, "taps": taps, **decompose(values)}
 

@@ -1,4 +1,4 @@
-"""arkpose.grouping: round trips through the training targets, hand-made maps, scipy."""
+"""arkpose.decode (the grouping): round trips through the training targets, hand-made maps, scipy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arkpose import grouping as G
+from arkpose import decode as G
 from arkpose.spec import COCO
 from arkpose.targets import make_targets
 

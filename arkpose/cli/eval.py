@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 from arkpose.cli.common import CommandError, add_set_option, guarded, load_checkpoint, load_scorer
+from arkpose.config import QUALITIES
 from arkpose.jsonio import write_json
-
-QUALITIES = ("regression", "heatmap", "final")
 
 
 def _scales(text: str) -> tuple[float, ...]:

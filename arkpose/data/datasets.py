@@ -19,6 +19,7 @@ import torch
 from arkpose.config import Config
 from arkpose.data.coco import DatasetError, KeypointDataset
 from arkpose.data.transforms import AffineParams, augment, normalize, sample_affine
+from arkpose.spec import OUTPUT_STRIDE
 from arkpose.targets import make_targets
 
 SPLITS = ("train", "val")
@@ -79,10 +80,9 @@ class TrainDataset(torch.utils.data.Dataset):
         self.seed = int(cfg.seed)
         self.epoch = 0
         self.augment_data = augment_data
-        d = cfg.data
-        if d.input_size % d.output_stride:
-            raise DatasetError(f"data.input_size {d.input_size} is not a multiple of "
-                               f"data.output_stride {d.output_stride}")
+        if cfg.data.input_size % OUTPUT_STRIDE:
+            raise DatasetError(f"data.input_size {cfg.data.input_size} is not a multiple of "
+                               f"the output stride {OUTPUT_STRIDE}")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (deterministic per (seed, epoch, i))."""
@@ -105,10 +105,9 @@ class TrainDataset(torch.utils.data.Dataset):
             )
         else:
             params = AffineParams()
-        out = augment(sample, self.spec, params, input_size=d.input_size,
-                      output_stride=d.output_stride)
+        out = augment(sample, self.spec, params, input_size=d.input_size)
         targets = make_targets(
-            out, d.input_size, d.input_size // d.output_stride, self.spec,
+            out, d.input_size, d.input_size // OUTPUT_STRIDE, self.spec,
             sigma=d.sigma, center_sigma=d.center_sigma, min_center_area=d.min_center_area,
             background_weight=loss.background_weight, tradeoff_mask=loss.tradeoff_mask,
             offset_normaliser=loss.offset_normaliser, ignore_mask=out["ignore_mask"],

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from arkpose.spec import KeypointSpec
+from arkpose.spec import OUTPUT_STRIDE, KeypointSpec
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -205,7 +205,7 @@ def augment(
     params: AffineParams,
     *,
     input_size: int,
-    output_stride: int = 4,
+    output_stride: int = OUTPUT_STRIDE,
 ) -> dict[str, Any]:
     """Apply one affine draw to a raw sample (docs/interfaces.md layout).
 

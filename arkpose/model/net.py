@@ -13,7 +13,6 @@ from arkpose.model.adaptive import AdaptiveConv2d, AdaptiveUnit, RegularUnit
 from arkpose.model.heads import HeatmapHead, RegressionHead
 from arkpose.model.hrnet import HRNet, backbone_shape, concat_features
 
-STRIDE = 4  # output grid stride
 SIZE_MULTIPLE = 32  # the lowest HRNet branch has stride 32
 
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from arkpose import grouping as G
+from arkpose import decode as G
 from arkpose import runtime
 from arkpose.spec import COCO
 from arkpose.targets import make_targets

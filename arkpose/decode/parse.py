@@ -1,0 +1,168 @@
+"""The whole decoding of one image: :func:`parse` (regression and final poses) and
+:func:`heatmap_poses` (Table 4's heatmap quality) (docs/method.md §5.4-5.9, §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from arkpose.decode.candidates import absorb, keypoint_candidates
+from arkpose.decode.centers import regression_poses
+from arkpose.decode.maps import Heat1x, absolute_keypoints, bilinear_sample
+from arkpose.decode.refine import refine
+
+# A pose scorer: ``poses (P, K, 3) -> scores (P,)`` (mean joint score, or the learned one).
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mean_score(poses: torch.Tensor) -> torch.Tensor:
+    """Naive pose score: mean joint score. ``(P, K, 3) -> (P,)``."""
+    return poses[..., 2].mean(-1)
+
+
+def _as_list(x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [x] if isinstance(x, torch.Tensor) else list(x)
+
+
+def _drop_batch(x: torch.Tensor, name: str, dims: int) -> torch.Tensor:
+    if x.dim() == dims + 1:
+        if x.shape[0] != 1:
+            raise ValueError(f"parse handles one image at a time; {name} has batch {x.shape[0]}")
+        x = x[0]
+    if x.dim() != dims:
+        raise ValueError(f"{name} must have {dims} dims (C, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+def parse(
+    heatmaps: torch.Tensor,
+    center: torch.Tensor | Sequence[torch.Tensor],
+    offsets: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    absolute: bool = True,
+    max_people: int = 30,
+    center_threshold: float = 0.01,
+    scale_decrease: float = 0.001,
+    nms_distance: float = 10.0,
+    nms_overlap: int = 10,
+    candidates: int = 30,
+    candidate_kernel: int = 5,
+    keypoint_threshold: float = 0.01,
+    max_distance: float = 75.0,
+    refine_joints: bool = True,
+    refine_threshold: float = 0.05,
+    window: int = 13,
+    sigma: float = 2.0,
+    score_fn: ScoreFn | None = None,
+) -> dict[str, torch.Tensor]:
+    """Group one image's fused maps into poses (docs/method.md §5.4-5.9).
+
+    Args:
+        heatmaps: ``(K, H, W)`` (or ``(1, K, H, W)``) fused keypoint heatmaps, on the 1x
+            grid or on the reference stride-4 grid (then upsampled with
+            :func:`upsample_to`); see the module docstring.
+        center: ``(1, h, w)`` fused center heatmap on the reference grid, or a sequence
+            of per-scale center maps with the reference scale first.
+        offsets: ``(2K, h, w)`` absolute keypoint map (position + offset, ``[x0, y0, ...]``)
+            in reference grid px, or a sequence matching ``center``.
+        absolute: False when ``offsets`` holds raw offsets (keypoint - position) of maps
+            at the reference resolution; they are made absolute here.
+        score_fn: ``poses (P, K, 3) -> (P,)`` final pose score; default mean joint score.
+
+    Returns:
+        dict with ``regression (P, K, 3)`` (x, y, center score x bilinear heat at the
+        regressed point), ``regression_scores (P,)`` (mean joint score),
+        ``final (P, K, 3)`` (absorbed and refined), ``final_scores (P,)`` (``score_fn``),
+        ``center_scores (P,)``; all in 1x px, poses in NMS order (descending center
+        score). P = 0 gives empty tensors.
+    """
+    centers = [_drop_batch(c, "center", 3) for c in _as_list(center)]
+    kmaps = [_drop_batch(o, "offsets", 3) for o in _as_list(offsets)]
+    if len(centers) != len(kmaps):
+        raise ValueError(f"{len(centers)} center maps but {len(kmaps)} keypoint maps")
+    maps = _drop_batch(heatmaps, "heatmaps", 3)
+    K = maps.shape[0]
+    for c, o in zip(centers, kmaps):
+        if o.shape[0] != 2 * K or o.shape[-2:] != c.shape[-2:]:
+            raise ValueError(
+                f"offsets {tuple(o.shape)} must be (2K={2 * K}, h, w) matching center "
+                f"{tuple(c.shape)}"
+            )
+    if not absolute:
+        kmaps = [absolute_keypoints(o.float()) for o in kmaps]
+    heat = Heat1x.from_maps(maps, tuple(centers[0].shape[-2:]))
+
+    joints, cscores = regression_poses(
+        K, centers, kmaps,
+        max_people=max_people, center_threshold=center_threshold,
+        scale_decrease=scale_decrease, nms_distance=nms_distance, nms_overlap=nms_overlap,
+    )
+    P = joints.shape[0]
+    regression = torch.cat([joints, (cscores[:, None] * bilinear_sample(heat, joints))[..., None]], -1)
+    if P == 0:
+        empty = heat.maps.new_zeros(0, K, 3)
+        zero = heat.maps.new_zeros(0)
+        return {"regression": empty, "regression_scores": zero, "final": empty.clone(),
+                "final_scores": zero.clone(), "center_scores": zero.clone()}
+    start = torch.cat([joints, cscores[:, None, None].expand(P, K, 1)], -1)
+    cand_pos, cand_val = keypoint_candidates(heat, candidates, candidate_kernel, keypoint_threshold)
+    final = absorb(start, heat, cand_pos, cand_val, max_distance)
+    if refine_joints:
+        final = refine(final, heat, cscores, refine_threshold, window, sigma)
+    final_scores = (score_fn or mean_score)(final)
+    return {
+        "regression": regression,
+        "regression_scores": mean_score(regression),
+        "final": final,
+        "final_scores": final_scores.reshape(P).to(final.dtype),
+        "center_scores": cscores,
+    }
+
+
+def heatmap_poses(
+    heat: Heat1x,
+    cues: torch.Tensor,
+    *,
+    candidates: int = 30,
+    candidate_kernel: int = 5,
+    keypoint_threshold: float = 0.01,
+    refine_joints: bool = True,
+    refine_threshold: float = 0.05,
+    window: int = 13,
+    sigma: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table 4's "heatmap" quality: heatmap keypoints grouped by ground-truth cue poses.
+
+    ``heat`` the 1x maps; ``cues (G, K, 3)`` ground-truth poses (x, y, v) in the same
+    1x pixels -> ``(poses (G, K, 3), scores (G,))``.
+
+    Definition (no ground-truth position leaks into a prediction): for each labelled
+    cue joint (v > 0) the prediction is the **nearest keypoint candidate** of that type
+    (:func:`keypoint_candidates`: 5x5 NMS, top 30), whatever its distance, with the
+    candidate's value as score; positions are then refined by the same Gaussian fit as
+    the final poses (center score taken as 1), so heatmap and final quality differ only
+    by the grouping cue. Unlabelled cue joints (v = 0; OKS ignores them) are placed at
+    the mean of the pose's predicted joints with score 0. The pose score is the mean
+    score of its labelled joints. The ground truth only *selects* candidates.
+    """
+    G, K, _ = cues.shape
+    if G == 0:
+        return heat.maps.new_zeros(0, K, 3), heat.maps.new_zeros(0)
+    cand_pos, cand_val = keypoint_candidates(heat, candidates, candidate_kernel, keypoint_threshold)
+    d = (cues[:, :, None, :2].float() - cand_pos[None]).norm(dim=-1)
+    best = d.argmin(-1)
+    kk = torch.arange(K, device=cues.device).expand(G, K)
+    pos = cand_pos[kk, best]
+    val = cand_val[kk, best]
+    labelled = (cues[..., 2] > 0) & torch.isfinite(pos).all(-1)
+    pos = torch.where(torch.isfinite(pos), pos, torch.zeros_like(pos))
+    poses = torch.cat([pos, val[..., None]], -1)
+    if refine_joints:
+        poses = refine(poses, heat, poses.new_ones(G), refine_threshold, window, sigma)
+    n = labelled.sum(-1, keepdim=True).clamp_min(1)
+    mean_xy = (poses[..., :2] * labelled[..., None]).sum(1) / n
+    poses[..., :2] = torch.where(labelled[..., None], poses[..., :2], mean_xy[:, None].expand(G, K, 2))
+    poses[..., 2] = torch.where(labelled, poses[..., 2], torch.zeros_like(poses[..., 2]))
+    scores = poses[..., 2].sum(-1) / n[:, 0]
+    return poses, scores
