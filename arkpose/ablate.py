@@ -275,12 +275,12 @@ def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Pa
 
 def eval_inputs(job: Job, train_digest: str, qualities: tuple[str, ...], max_images: int,
                 scorer_sha: str | None) -> dict[str, Any]:
-    """Everything an evaluation's numbers depend on (the checkpoint by its run digest)."""
+    """Everything an evaluation's numbers depend on (the checkpoint by its run digest); the
+    decoding whole, so a new decoding setting is part of the identity without a change here."""
     e = job.cfg.eval
     return {"kind": "eval", "arkpose": arkpose.__version__, "train": train_digest,
             "qualities": list(qualities), "split": "val", "max_images": max_images,
-            "test_size": e.test_size, "flip": e.flip, "scales": list(e.scales),
-            "max_people": e.max_people, "center_threshold": e.center_threshold,
+            "test_size": e.test_size, "decode": config_lib.to_dict(job.cfg)["eval"]["decode"],
             "scoring_mode": e.scoring_mode if scorer_sha else None, "scorer": scorer_sha,
             "oks_sigma_scale": job.cfg.data.oks_sigma_scale, "data": job.cfg.data.root}
 

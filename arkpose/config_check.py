@@ -102,9 +102,19 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "eval.every": (_non_negative, ">= 0 (0 = never)"),
         "eval.val_images": (_non_negative, ">= 0 (0 = all)"),
         "eval.test_size": (lambda v: v >= SIZE_MULTIPLE, f">= {SIZE_MULTIPLE}"),
-        "eval.scales": (_all(_positive), "one or more scales > 0"),
-        "eval.max_people": (lambda v: v >= 1, ">= 1"),
-        "eval.center_threshold": (_non_negative, ">= 0"),
+        "eval.decode.scales": (_all(_positive), "one or more scales > 0"),
+        "eval.decode.max_people": (lambda v: v >= 1, ">= 1"),
+        "eval.decode.center_threshold": (_non_negative, ">= 0"),
+        "eval.decode.scale_decrease": (_non_negative, ">= 0"),
+        "eval.decode.nms_distance": (_non_negative, ">= 0"),
+        "eval.decode.nms_overlap": (lambda v: v >= 0, ">= 0"),
+        "eval.decode.candidates": (lambda v: v >= 1, ">= 1"),
+        "eval.decode.candidate_kernel": (lambda v: v >= 1 and v % 2 == 1, "an odd number >= 1"),
+        "eval.decode.keypoint_threshold": (_non_negative, ">= 0"),
+        "eval.decode.max_distance": (_non_negative, ">= 0"),
+        "eval.decode.refine_threshold": (_non_negative, ">= 0"),
+        "eval.decode.refine_window": (lambda v: v >= 3 and v % 2 == 1, "an odd number >= 3"),
+        "eval.decode.refine_sigma": (_positive, "> 0"),
         "eval.scoring_mode": choice(SCORING_MODES),
         "eval.qualities": (_all(_one_of(QUALITIES)), f"a list of {', '.join(QUALITIES)}"),
     }
@@ -136,21 +146,25 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"config: {'; '.join(found)}; {fix}")
 
 
+# What may change on a trained checkpoint's config: the data and the decoding.
+CHECKPOINT_FREE = ("data.", "eval.decode.")
+
+
 def apply_data_overrides(cfg: Config, overrides: list[str], num_keypoints: int) -> None:
-    """Apply ``--set data.*`` overrides to a checkpoint's config in place (``eval``,
-    ``predict``, ``rescore``: the model and its training come from the checkpoint, the data
-    may change), then check the data fields and that the data's layout still has the
-    model's ``num_keypoints``. Raises :class:`ConfigError`."""
+    """Apply ``--set data.*`` and ``eval.decode.*`` overrides to a checkpoint's config in
+    place (``eval``, ``predict``, ``rescore``: the model and its training come from the
+    checkpoint, the data and the decoding may change), then check those fields and that the
+    data's layout still has the model's ``num_keypoints``. Raises :class:`ConfigError`."""
     from arkpose.config import apply_overrides
 
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if not key.startswith("data."):
-            raise ConfigError(f"--set {item}: only data.* keys can change here (the model and "
-                              "its training come from the checkpoint; retrain to change "
-                              f"{key or 'them'})")
+        if not key.startswith(CHECKPOINT_FREE):
+            raise ConfigError(f"--set {item}: only data.* keys (and eval.decode.*) can change "
+                              "here (the model and its training come from the checkpoint; "
+                              f"retrain to change {key or 'them'})")
     apply_overrides(cfg, overrides)
-    found = [p for p in problems(cfg) if p.startswith("data.")]
+    found = [p for p in problems(cfg) if p.startswith(CHECKPOINT_FREE)]
     if found:
         raise ConfigError(f"config: {'; '.join(found)}; fix with --set KEY=VALUE")
     k = cfg.data.spec.num_keypoints

@@ -267,12 +267,10 @@ def evaluate_model(
     out_dir: str | os.PathLike | None = None,
     score_fn: Any = None,
     progress: bool = True,
-    **options: Any,
 ) -> dict[str, dict[str, float]]:
     """Run ``model`` over ``cfg``'s ``split`` and evaluate each quality.
 
-    Test-time options come from ``cfg.eval`` (``test_size``, ``flip``, ``scales``,
-    ``max_people``, ``center_threshold``); keyword ``options`` override them.
+    The decoding is ``cfg.eval.decode``, the resize ``cfg.eval.test_size``.
     ``score_fn`` (learned scoring) ranks the final poses. ``max_images > 0`` evaluates
     the first N images only (on those images' ground truth). Returns
     ``{quality: {stat: value}}`` (see :func:`evaluate`); with ``out_dir`` writes
@@ -284,13 +282,13 @@ def evaluate_model(
     ann_file, _ = split_paths(cfg, split)
     dataset = build_dataset(cfg, split)
     spec = dataset.spec
-    opts = inference.options_from_config(cfg, score_fn=score_fn, **options)
+    settings = cfg.eval.decode
     dets, ids = inference.predict_dataset(
-        model, dataset, spec=spec, qualities=qualities, max_images=max_images,
-        progress=progress, options=opts,
+        model, dataset, spec, settings, test_size=cfg.eval.test_size, qualities=qualities,
+        max_images=max_images, progress=progress, score_fn=score_fn,
     )
-    extra = {"split": split, "annotations": str(ann_file), "flip": opts.flip,
-             "scales": list(opts.scales), "test_size": opts.test_size,
+    extra = {"split": split, "annotations": str(ann_file), "flip": settings.flip,
+             "scales": list(settings.scales), "test_size": cfg.eval.test_size,
              "learned_scoring": score_fn is not None,
              "oks_sigma_scale": cfg.data.oks_sigma_scale}
     return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra)

@@ -13,15 +13,16 @@ The pipeline of docs/method.md §5 for one image:
    "heatmap" quality, :func:`arkpose.decode.heatmap_poses` with ground-truth cues;
 5. back-projection with ``ResizeInfo.to_original`` and COCO result dicts.
 
-Entry points: :func:`predict` (one image -> COCO dicts), :func:`predict_poses` (one image ->
-pose tensor, for the rescoring data), :func:`predict_dataset` (a dataset, with a progress
-bar, any of the three qualities).
+Entry points, one per job, each taking the settings as one :class:`DecodeConfig` (usually
+``cfg.eval.decode``) plus the resize's ``test_size``: :func:`infer_image` (one image ->
+pose tensors per quality) and :func:`predict_dataset` (a dataset -> COCO detections per
+quality). :func:`predict` is :func:`infer_image` formatted as COCO dicts, best first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +30,10 @@ import numpy as np
 import torch
 
 from arkpose import decode
-from arkpose.config import QUALITIES
+from arkpose.config import DEFAULT_DECODE, QUALITIES, DecodeConfig
 from arkpose.spec import COCO, CROWDPOSE, OUTPUT_STRIDE, KeypointSpec
 
 FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
-
-
-@dataclass(frozen=True)
-class Options:
-    """Test-time options (docs/method.md §5); :func:`options_from_config` reads them from a Config."""
-
-    test_size: int = 512  # short side of the resized image at scale 1
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = True
-    max_people: int = 30
-    center_threshold: float = 0.01
-    refine: bool = True  # the Gaussian-fit refinement of the final poses
-    score_fn: decode.ScoreFn | None = field(default=None, compare=False)
-
-
-def options_from_config(cfg: Any, **overrides: Any) -> Options:
-    """:class:`Options` from ``cfg.eval`` (an :class:`arkpose.config.Config`), then overrides."""
-    e = cfg.eval
-    opts = Options(
-        test_size=int(e.test_size), scales=tuple(float(s) for s in e.scales),
-        flip=bool(e.flip), max_people=int(e.max_people),
-        center_threshold=float(e.center_threshold),
-    )
-    return replace(opts, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,12 +176,13 @@ def fuse_scales(
     model: torch.nn.Module,
     image: np.ndarray,
     flip_index: Sequence[int] | None,
-    options: Options = Options(),
+    settings: DecodeConfig = DEFAULT_DECODE,
+    test_size: int = 512,
 ) -> FusedMaps:
     """Run :func:`flip_test` at every scale and fuse the maps (docs/method.md §5.3)."""
     from arkpose.data.transforms import normalize, resize_for_test
 
-    scales = tuple(options.scales)
+    scales = tuple(settings.scales)
     ref = _reference_scale(scales)
     order = [ref] + [s for s in scales if s != ref]
     min_scale = min(scales)
@@ -212,10 +190,10 @@ def fuse_scales(
     ref_hw = None
     for s in order:
         resized, info = resize_for_test(
-            image, options.test_size, 64, scale=s / ref, min_scale=min_scale / ref
+            image, test_size, 64, scale=s / ref, min_scale=min_scale / ref
         )
         x = normalize(resized)[None]
-        maps = flip_test(model, x, flip_index, flip=options.flip)
+        maps = flip_test(model, x, flip_index, flip=settings.flip)
         heat, center, kp = maps["heatmaps"][0], maps["center"][0], maps["keypoints"][0]
         if ref_info is None:
             ref_info, ref_hw = info, tuple(heat.shape[-2:])
@@ -260,10 +238,12 @@ def infer_image(
     model: torch.nn.Module,
     image: Any,
     spec: KeypointSpec | None = None,
-    options: Options = Options(),
+    settings: DecodeConfig = DEFAULT_DECODE,
     *,
+    test_size: int = 512,
     qualities: Iterable[str] = ("final",),
     sample: dict | None = None,
+    score_fn: decode.ScoreFn | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Poses of one image for each requested quality, in original pixels.
 
@@ -271,21 +251,20 @@ def infer_image(
     ``sample`` (a raw dataset sample with ``keypoints``, optionally ``iscrowd``): its
     labelled ground-truth poses are the grouping cues (:func:`arkpose.decode.heatmap_poses`).
     ``spec`` gives the flip permutation; None: ``model.spec`` or the built-in spec with
-    the model's number of keypoints.
+    the model's number of keypoints. ``settings``: the decoding (``cfg.eval.decode``);
+    ``test_size``: the short side at scale 1 (``cfg.eval.test_size``); ``score_fn``: the
+    final poses' score (the learned scoring), default the mean joint score.
     """
     qualities = tuple(qualities)
     bad = [q for q in qualities if q not in QUALITIES]
     if bad:
         raise ValueError(f"unknown quality {bad[0]!r}; choose from {QUALITIES}")
     img = load_image(image)
-    fused = fuse_scales(model, img, spec.flip_index if spec else None, options)
+    fused = fuse_scales(model, img, spec.flip_index if spec else None, settings, test_size)
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if "regression" in qualities or "final" in qualities:
-        res = decode.parse(
-            fused.heatmaps, fused.centers, fused.keypoints,
-            max_people=options.max_people, center_threshold=options.center_threshold,
-            refine_joints=options.refine, score_fn=options.score_fn,
-        )
+        res = decode.parse(fused.heatmaps, fused.centers, fused.keypoints, settings,
+                           score_fn=score_fn)
         for q in ("regression", "final"):
             if q in qualities:
                 out[q] = (_to_original(res[q], fused.info), res[f"{q}_scores"])
@@ -293,9 +272,7 @@ def infer_image(
         if sample is None:
             raise ValueError("the 'heatmap' quality needs the ground-truth sample as cues")
         heat = decode.Heat1x.from_maps(fused.heatmaps, tuple(fused.centers[0].shape[-2:]))
-        poses, scores = decode.heatmap_poses(
-            heat, _cues_to_1x(sample, fused.info), refine_joints=options.refine
-        )
+        poses, scores = decode.heatmap_poses(heat, _cues_to_1x(sample, fused.info), settings)
         out["heatmap"] = (_to_original(poses, fused.info), scores)
     return out
 
@@ -331,55 +308,40 @@ def to_coco(
 def predict(
     model: torch.nn.Module,
     image: Any,
-    *,
     spec: KeypointSpec | None = None,
+    settings: DecodeConfig = DEFAULT_DECODE,
+    *,
+    test_size: int = 512,
     image_id: int = 0,
     quality: str = "final",
-    **options: Any,
+    score_fn: decode.ScoreFn | None = None,
 ) -> list[dict]:
     """Poses in one image as COCO result dicts (original pixels), best first.
 
     ``image``: uint8 ``(H, W, 3)`` RGB array, PIL image or file path. ``spec`` (its flip
     permutation) defaults to ``model.spec`` or the built-in spec with the model's number
-    of keypoints. Options:
-    the fields of :class:`Options` (``test_size``, ``scales``, ``flip``, ``max_people``,
-    ``center_threshold``, ``refine``, ``score_fn``). ``quality`` is "final" or
-    "regression". No person found -> ``[]``.
+    of keypoints; ``settings``, ``test_size``, ``score_fn`` as :func:`infer_image`.
+    ``quality`` is "final" or "regression". No person found -> ``[]``.
     """
     if quality not in ("final", "regression"):
         raise ValueError(f"predict gives 'final' or 'regression' poses, not {quality!r}")
-    opts = replace(Options(), **options)
-    poses, scores = infer_image(model, image, spec, opts, qualities=(quality,))[quality]
+    poses, scores = infer_image(model, image, spec, settings, test_size=test_size,
+                                qualities=(quality,), score_fn=score_fn)[quality]
     order = torch.argsort(-scores, stable=True)
     return to_coco(poses[order], scores[order], image_id)
-
-
-def predict_poses(
-    model: torch.nn.Module,
-    image: Any,
-    cfg: Any,
-    *,
-    flip: bool | None = None,
-    scales: Sequence[float] | None = None,
-    score_fn: decode.ScoreFn | None = None,
-    quality: str = "final",
-) -> torch.Tensor:
-    """Poses ``(P, K, 3)`` (original px, joint scores) of one image with ``cfg.eval``'s
-    options (``flip``/``scales`` override them); used to build the rescoring data."""
-    opts = options_from_config(cfg, flip=flip, scales=tuple(scales) if scales else None)
-    opts = replace(opts, score_fn=score_fn)
-    return infer_image(model, image, cfg.data.spec, opts, qualities=(quality,))[quality][0]
 
 
 def predict_dataset(
     model: torch.nn.Module,
     dataset: Any,
-    *,
     spec: KeypointSpec | None = None,
+    settings: DecodeConfig = DEFAULT_DECODE,
+    *,
+    test_size: int = 512,
     qualities: Iterable[str] = ("final",),
     max_images: int = 0,
     progress: bool = True,
-    options: Options = Options(),
+    score_fn: decode.ScoreFn | None = None,
 ) -> tuple[dict[str, list[dict]], list[int]]:
     """COCO results of every image of a raw dataset (``dataset[i]`` has ``image``,
     ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``).
@@ -400,8 +362,8 @@ def predict_dataset(
         for i in progress_bar(range(n), desc="inference", unit="img", enabled=progress):
             sample = dataset[i]
             image_id = int(sample["image_id"])
-            res = infer_image(model, sample["image"], spec, options,
-                              qualities=qualities, sample=sample)
+            res = infer_image(model, sample["image"], spec, settings, test_size=test_size,
+                              qualities=qualities, sample=sample, score_fn=score_fn)
             for q in qualities:
                 dets[q].extend(to_coco(*res[q], image_id))
             ids.append(image_id)

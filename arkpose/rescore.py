@@ -12,6 +12,7 @@ inference.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -88,10 +89,11 @@ def _model_predict_fn(model: torch.nn.Module, cfg) -> PredictFn:
     """Final poses with the flip test and no learned scoring, in original pixels."""
     from arkpose import inference
 
+    settings = dataclasses.replace(cfg.eval.decode, flip=True)
+
     def predict(image: np.ndarray) -> torch.Tensor:
-        return inference.predict_poses(
-            model, image, cfg, flip=True, score_fn=None
-        )
+        return inference.infer_image(model, image, cfg.data.spec, settings,
+                                     test_size=cfg.eval.test_size)["final"][0]
 
     return predict
 

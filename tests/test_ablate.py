@@ -162,7 +162,7 @@ def test_run_identity_changes_with_every_field_but_the_seed_count(tmp_path):
     same.ablation_seeds = 7
     assert provenance.identity(provenance.run_inputs(same))["digest"] == ident["digest"]
     for key, value in (("seed", 1), ("optim.epochs", 3), ("model.unit_init", "normal"),
-                       ("eval.flip", False), ("data.oks_sigma_scale", 2.0)):
+                       ("eval.decode.flip", False), ("data.oks_sigma_scale", 2.0)):
         changed = config.apply_overrides(config.clone(cfg), {key: value})
         other = provenance.identity(provenance.run_inputs(changed))
         assert other["digest"] != ident["digest"], key

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from arkpose import evaluate as ev
-from arkpose.config import Config, DataConfig
+from arkpose.config import Config, DataConfig, DecodeConfig
 from arkpose.spec import COCO, CROWDPOSE
 from arkpose.targets import make_targets
 from tests.test_grouping import annotation, make_person
@@ -153,7 +153,7 @@ def tiny_config(root) -> Config:
     cfg = Config()
     cfg.data.dataset, cfg.data.root = "coco", str(root)
     cfg.data.val_ann, cfg.data.val_images = "ann.json", "images"
-    cfg.eval.test_size, cfg.eval.flip = 256, False
+    cfg.eval.test_size, cfg.eval.decode = 256, DecodeConfig(flip=False)
     return cfg
 
 
@@ -252,11 +252,10 @@ def test_perfect_maps_of_real_images_give_ap_1_for_every_quality(real_fixtures):
                     "offsets": t["offsets"][None]}
 
     model = GroundTruthModel()
-    opts = inference.Options(flip=False)
     dets = {q: [] for q in ("regression", "heatmap", "final")}
     for i in range(len(dataset)):
         model.sample = sample = dataset[i]
-        res = inference.infer_image(model, sample["image"], COCO, opts,
+        res = inference.infer_image(model, sample["image"], COCO, DecodeConfig(flip=False),
                                     qualities=tuple(dets), sample=sample)
         for q, found in dets.items():
             found.extend(inference.to_coco(*res[q], sample["image_id"]))

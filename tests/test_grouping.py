@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from arkpose import decode as G
+from arkpose.config import DecodeConfig
 from arkpose.spec import COCO
 from arkpose.targets import make_targets
 
@@ -357,7 +358,7 @@ def test_heatmap_poses_take_candidates_never_ground_truth(three_persons):
     cues[..., :2] = torch.as_tensor(np.array(three_persons), dtype=torch.float32) + 40.0  # far off
     cues[..., 2] = 2
     cues[0, 3, 2] = 0  # one unlabelled joint
-    poses, scores = G.heatmap_poses(src, cues, refine_joints=False)
+    poses, scores = G.heatmap_poses(src, cues, DecodeConfig(refine=False))
     cand_pos, _ = G.keypoint_candidates(src)
     for p in range(3):
         for k in range(17):

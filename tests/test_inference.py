@@ -13,10 +13,13 @@ from torch import nn
 
 import arkpose
 from arkpose import inference
+from arkpose.config import DecodeConfig
 from arkpose.data.transforms import resize_info
 from arkpose.spec import COCO
 from arkpose.targets import make_targets
 from tests.test_grouping import annotation, make_person
+
+NO_FLIP = DecodeConfig(flip=False)  # the test models do not recognise a mirrored input
 
 K = COCO.num_keypoints
 
@@ -110,7 +113,7 @@ def test_predict_back_projects_to_original_pixels(size):
     image = np.zeros((h, w, 3), np.uint8)
     model = PerfectModel(persons, size)
     for quality in ("regression", "final"):
-        dets = arkpose.predict(model, image, flip=False, quality=quality, image_id=7,
+        dets = arkpose.predict(model, image, COCO, NO_FLIP, quality=quality, image_id=7,
                                test_size=256)
         assert len(dets) == 2
         for d in dets:
@@ -141,9 +144,9 @@ def test_predict_with_many_persons_caps_at_max_people():
     persons = [make_person(40 + 70 * i, 50 + 110 * j, 5, rng) for i in range(7) for j in range(5)]
     model = PerfectModel(persons, (512, 600))
     image = np.zeros((600, 512, 3), np.uint8)
-    dets = arkpose.predict(model, image, flip=False, test_size=256)
+    dets = arkpose.predict(model, image, COCO, NO_FLIP, test_size=256)
     assert len(dets) == 30
-    dets = arkpose.predict(model, image, flip=False, max_people=40, test_size=256)
+    dets = arkpose.predict(model, image, COCO, DecodeConfig(flip=False, max_people=40), test_size=256)
     assert len(dets) == 35
 
 
@@ -163,8 +166,8 @@ def test_multi_scale_keeps_reference_coordinates():
 
     model = ScaleAware()
     model.spec = COCO
-    dets = arkpose.predict(model, np.zeros((512, 512, 3), np.uint8), flip=False,
-                           scales=(0.5, 1.0, 2.0), test_size=256)
+    dets = arkpose.predict(model, np.zeros((512, 512, 3), np.uint8), COCO,
+                           DecodeConfig(flip=False, scales=(0.5, 1.0, 2.0)), test_size=256)
     assert len(dets) == 1  # the other scales' duplicates are suppressed by the pose NMS
     kp = np.array(dets[0]["keypoints"]).reshape(K, 3)
     assert np.abs(kp[:, :2] - truth).max() < 2 * 0.5  # 0.5 px at the 256 reference

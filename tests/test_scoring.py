@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 
@@ -501,7 +502,9 @@ def test_rescore_end_to_end(synth_dir, tmp_path, monkeypatch, capsys):
     assert info["meta"]["max_images"] == 2 and info["spec"] == "coco"
     # The stored candidates are the model's final flip-test poses on the first training images.
     raw = build_dataset(cfg, "train")
-    poses = torch.cat([inference.predict_poses(model, raw[i]["image"], cfg, flip=True)
+    flip = dataclasses.replace(cfg.eval.decode, flip=True)
+    poses = torch.cat([inference.infer_image(model, raw[i]["image"], COCO, flip,
+                                             test_size=cfg.eval.test_size)["final"][0]
                        for i in range(2)])
     assert len(poses) > 0 and features.shape == (len(poses), 74)
     assert torch.allclose(features, scoring.pose_features(poses, COCO), atol=1e-4)
@@ -517,7 +520,7 @@ def test_rescore_end_to_end(synth_dir, tmp_path, monkeypatch, capsys):
 
     # The scorer plugs into inference as the pose-scoring hook.
     score_fn = rescore.load_score_fn(scorer, COCO, "official")
-    dets = inference.predict(model, raw[0]["image"], spec=COCO, score_fn=score_fn,
+    dets = inference.predict(model, raw[0]["image"], COCO, score_fn=score_fn,
                              test_size=cfg.eval.test_size)
     scores = [d["score"] for d in dets]
     assert dets and scores == sorted(scores, reverse=True)

@@ -50,10 +50,10 @@ def test_coco_category_skeleton_is_one_based():
 def test_overrides_reach_every_section():
     cfg = config.preset("quick")
     config.apply_overrides(
-        cfg, ["model.adaptive=false", "loss.tradeoff=off", "eval.scales=0.5,1,2", "seed=7"]
+        cfg, ["model.adaptive=false", "loss.tradeoff=off", "eval.decode.scales=0.5,1,2", "seed=7"]
     )
     assert cfg.model.adaptive is False and cfg.loss.background_weight == 1.0
-    assert cfg.eval.scales == (0.5, 1.0, 2.0) and cfg.seed == 7
+    assert cfg.eval.decode.scales == (0.5, 1.0, 2.0) and cfg.seed == 7
     config.apply_overrides(cfg, {"loss.tradeoff": True, "optim.lr": "3e-4"})
     assert cfg.loss.background_weight == pytest.approx(0.1) and cfg.optim.lr == 3e-4
 
@@ -79,7 +79,7 @@ def test_unknown_preset_lists_presets():
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = config.apply_overrides(config.preset("coco-w48"), ["eval.flip=false"])
+    cfg = config.apply_overrides(config.preset("coco-w48"), ["eval.decode.flip=false"])
     config.save_yaml(cfg, tmp_path / "c.yaml")
     assert config.load_yaml(tmp_path / "c.yaml") == cfg
     (tmp_path / "bad.yaml").write_text("model:\n  widths: 3\n")
@@ -115,3 +115,20 @@ def test_oks_sigma_scale_scales_only_the_sigmas():
         cfg.data.oks_sigma_scale = bad
         with pytest.raises(config.ConfigError, match="oks_sigma_scale must be > 0"):
             _ = cfg.data.spec
+
+
+def test_configs_stored_before_decode_config_still_load():
+    old = config.to_dict(config.Config())
+    old["eval"].pop("decode")
+    old["eval"].update(flip=False, scales=[0.5, 1.0], max_people=12, center_threshold=0.2)
+    old["data"]["output_stride"] = 4
+    cfg = config.from_dict(old)
+    assert cfg.eval.decode == config.DecodeConfig(
+        flip=False, scales=(0.5, 1.0), max_people=12, center_threshold=0.2)
+    old["data"]["output_stride"] = 8
+    with pytest.raises(config.ConfigError, match="output_stride is no longer a setting"):
+        config.from_dict(old)
+    with pytest.raises(config.ConfigError, match="did you mean eval.decode.max_people"):
+        config.apply_overrides(config.Config(), ["eval.max_people=3"])
+    cfg = config.apply_overrides(config.Config(), ["eval.decode.refine_window=9"])
+    assert cfg.eval.decode.refine_window == 9 and config.Config().eval.decode.refine_window == 13

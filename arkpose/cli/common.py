@@ -74,6 +74,14 @@ def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> 
     return model, cfg
 
 
+def with_decode_flags(cfg: Any, flip: bool | None, scales: tuple[float, ...] | None) -> None:
+    """``--flip/--no-flip`` and ``--scales`` (None: as configured) into ``cfg.eval.decode``."""
+    import dataclasses
+
+    given = {k: v for k, v in (("flip", flip), ("scales", scales)) if v is not None}
+    cfg.eval.decode = dataclasses.replace(cfg.eval.decode, **given)
+
+
 def load_scorer(path: str | None, spec: Any, mode: str) -> Any:
     """The learned scoring function of ``path`` (None when no scorer was given)."""
     if path is None:

@@ -15,7 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from arkpose.cli.common import CommandError, add_set_option, guarded, load_checkpoint, load_scorer
+from arkpose.cli.common import (
+    CommandError,
+    add_set_option,
+    guarded,
+    load_checkpoint,
+    load_scorer,
+    with_decode_flags,
+)
 from arkpose.config import QUALITIES
 from arkpose.jsonio import write_json
 
@@ -50,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=("val", "train"),
                    help="which annotation file of the data to evaluate on (default: val)")
     p.add_argument("--flip", dest="flip", action="store_true", default=None,
-                   help="flip test (default: the checkpoint config's eval.flip)")
+                   help="flip test (default: the checkpoint config's eval.decode.flip)")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     p.add_argument("--scales", type=_scales, default=None,
-                   help="test scales, e.g. 1 or 0.5,1,2 (default: eval.scales)")
+                   help="test scales, e.g. 1 or 0.5,1,2 (default: eval.decode.scales)")
     p.add_argument("--quality", type=_qualities, default=QUALITIES,
                    help="comma list of regression,heatmap,final (default: all three)")
     p.add_argument("--scorer", default=None,
@@ -94,12 +101,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.oks_sigma_scale is not None:
         overrides.append(f"data.oks_sigma_scale={args.oks_sigma_scale}")
     model, cfg = load_checkpoint(args.checkpoint, args.device, overrides)
+    with_decode_flags(cfg, args.flip, args.scales)
     score_fn = load_scorer(args.scorer, cfg.data.spec, args.scoring_mode or cfg.eval.scoring_mode)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval"
     results = evaluate.evaluate_model(
         model, cfg, split=args.split, qualities=args.quality, max_images=args.max_images,
         out_dir=out, score_fn=score_fn, progress=not args.no_progress,
-        flip=args.flip, scales=args.scales,
     )
     # One file with every quality of this run, next to the per-quality folders.
     write_json(out / "metrics.json", results, indent=1)

@@ -25,6 +25,7 @@ from arkpose.cli.common import (
     load_checkpoint,
     load_scorer,
     report,
+    with_decode_flags,
 )
 from arkpose.cli.eval import _scales
 from arkpose.jsonio import write_json
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="pose checkpoint, e.g. runs/quick/best.pt")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions/)")
     p.add_argument("--flip", dest="flip", action="store_true", default=None,
-                   help="flip test (default: the checkpoint config's eval.flip)")
+                   help="flip test (default: the checkpoint config's eval.decode.flip)")
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
     p.add_argument("--scales", type=_scales, default=None, help="test scales, e.g. 1 or 0.5,1,2")
     p.add_argument("--scorer", default=None, help="learned scoring net from `arkpose rescore`")
@@ -79,8 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint, args.device, args.overrides)
     spec = cfg.data.spec
     score_fn = load_scorer(args.scorer, spec, cfg.eval.scoring_mode)
-    opts = inference.options_from_config(cfg, flip=args.flip, scales=args.scales,
-                                         score_fn=score_fn)
+    with_decode_flags(cfg, args.flip, args.scales)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, unreadable = [], 0
@@ -91,7 +91,9 @@ def _run(args: argparse.Namespace) -> int:
             report(PROG, f"{err}; skipped it, going on with the others")
             unreadable += 1
             continue
-        poses, scores = inference.infer_image(model, image, spec, opts)["final"]
+        poses, scores = inference.infer_image(model, image, spec, cfg.eval.decode,
+                                              test_size=cfg.eval.test_size,
+                                              score_fn=score_fn)["final"]
         order = np.argsort(-scores.numpy(), kind="stable")
         dets = inference.to_coco(poses[order], scores[order], image_id)
         for d in dets:

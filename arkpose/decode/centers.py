@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from arkpose.config import DEFAULT_DECODE, DecodeConfig
 from arkpose.decode.maps import local_maxima, topk_stable
 from arkpose.spec import OUTPUT_STRIDE
 
@@ -64,19 +65,14 @@ def regression_poses(
     num_keypoints: int,
     centers: Sequence[torch.Tensor],
     keypoint_maps: Sequence[torch.Tensor],
-    *,
-    max_people: int = 30,
-    center_threshold: float = 0.01,
-    scale_decrease: float = 0.001,
-    nms_distance: float = 10.0,
-    nms_overlap: int = 10,
+    decode: DecodeConfig = DEFAULT_DECODE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Centers -> NMS'd regressed joints ``(P, K, 2)`` in 1x px and center scores ``(P,)``.
 
     ``centers[i] (1, h_i, w_i)``, ``keypoint_maps[i] (2K, h_i,
     w_i)`` absolute, reference grid px; entry 0 is the reference scale. Other scales'
     center maps are normalised to the reference map's maximum and multiplied by
-    ``scale_decrease`` (threshold too), as the official multi-scale test.
+    ``decode.scale_decrease`` (threshold too), as the official multi-scale test.
     """
     K = num_keypoints
     ref_max = centers[0].max()
@@ -85,13 +81,13 @@ def regression_poses(
         c = c.float()
         factor = 1.0
         if i > 0:
-            factor = scale_decrease
+            factor = decode.scale_decrease
             c = factor * c / c.max().clamp_min(1e-12) * ref_max
-        scores, idx = find_centers(c, max_people, center_threshold * factor)
+        scores, idx = find_centers(c, decode.max_people, decode.center_threshold * factor)
         joints = kp.reshape(K, 2, -1)[:, :, idx].permute(2, 0, 1) * OUTPUT_STRIDE  # (M, K, 2)
         all_scores.append(scores)
         all_joints.append(joints.float())
     scores = torch.cat(all_scores)
     joints = torch.cat(all_joints)
-    keep = pose_nms(joints, scores, nms_distance, nms_overlap, max_people)
+    keep = pose_nms(joints, scores, decode.nms_distance, decode.nms_overlap, decode.max_people)
     return joints[keep], scores[keep]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from arkpose.config import DEFAULT_DECODE, DecodeConfig
 from arkpose.decode.candidates import absorb, keypoint_candidates
 from arkpose.decode.centers import regression_poses
 from arkpose.decode.maps import Heat1x, absolute_keypoints, bilinear_sample
@@ -19,6 +20,17 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 def mean_score(poses: torch.Tensor) -> torch.Tensor:
     """Naive pose score: mean joint score. ``(P, K, 3) -> (P,)``."""
     return poses[..., 2].mean(-1)
+
+
+def _candidates(heat: Heat1x, decode: DecodeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    return keypoint_candidates(
+        heat, decode.candidates, decode.candidate_kernel, decode.keypoint_threshold)
+
+
+def _refine(poses: torch.Tensor, heat: Heat1x, center_scores: torch.Tensor,
+            decode: DecodeConfig) -> torch.Tensor:
+    return refine(poses, heat, center_scores, decode.refine_threshold, decode.refine_window,
+                  decode.refine_sigma)
 
 
 def _as_list(x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -39,21 +51,9 @@ def parse(
     heatmaps: torch.Tensor,
     center: torch.Tensor | Sequence[torch.Tensor],
     offsets: torch.Tensor | Sequence[torch.Tensor],
+    decode: DecodeConfig = DEFAULT_DECODE,
     *,
     absolute: bool = True,
-    max_people: int = 30,
-    center_threshold: float = 0.01,
-    scale_decrease: float = 0.001,
-    nms_distance: float = 10.0,
-    nms_overlap: int = 10,
-    candidates: int = 30,
-    candidate_kernel: int = 5,
-    keypoint_threshold: float = 0.01,
-    max_distance: float = 75.0,
-    refine_joints: bool = True,
-    refine_threshold: float = 0.05,
-    window: int = 13,
-    sigma: float = 2.0,
     score_fn: ScoreFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """Group one image's fused maps into poses (docs/method.md §5.4-5.9).
@@ -66,6 +66,7 @@ def parse(
             of per-scale center maps with the reference scale first.
         offsets: ``(2K, h, w)`` absolute keypoint map (position + offset, ``[x0, y0, ...]``)
             in reference grid px, or a sequence matching ``center``.
+        decode: every setting (``flip`` and ``scales`` were used making the maps).
         absolute: False when ``offsets`` holds raw offsets (keypoint - position) of maps
             at the reference resolution; they are made absolute here.
         score_fn: ``poses (P, K, 3) -> (P,)`` final pose score; default mean joint score.
@@ -93,11 +94,7 @@ def parse(
         kmaps = [absolute_keypoints(o.float()) for o in kmaps]
     heat = Heat1x.from_maps(maps, tuple(centers[0].shape[-2:]))
 
-    joints, cscores = regression_poses(
-        K, centers, kmaps,
-        max_people=max_people, center_threshold=center_threshold,
-        scale_decrease=scale_decrease, nms_distance=nms_distance, nms_overlap=nms_overlap,
-    )
+    joints, cscores = regression_poses(K, centers, kmaps, decode)
     P = joints.shape[0]
     regression = torch.cat([joints, (cscores[:, None] * bilinear_sample(heat, joints))[..., None]], -1)
     if P == 0:
@@ -106,10 +103,10 @@ def parse(
         return {"regression": empty, "regression_scores": zero, "final": empty.clone(),
                 "final_scores": zero.clone(), "center_scores": zero.clone()}
     start = torch.cat([joints, cscores[:, None, None].expand(P, K, 1)], -1)
-    cand_pos, cand_val = keypoint_candidates(heat, candidates, candidate_kernel, keypoint_threshold)
-    final = absorb(start, heat, cand_pos, cand_val, max_distance)
-    if refine_joints:
-        final = refine(final, heat, cscores, refine_threshold, window, sigma)
+    cand_pos, cand_val = _candidates(heat, decode)
+    final = absorb(start, heat, cand_pos, cand_val, decode.max_distance)
+    if decode.refine:
+        final = _refine(final, heat, cscores, decode)
     final_scores = (score_fn or mean_score)(final)
     return {
         "regression": regression,
@@ -123,14 +120,7 @@ def parse(
 def heatmap_poses(
     heat: Heat1x,
     cues: torch.Tensor,
-    *,
-    candidates: int = 30,
-    candidate_kernel: int = 5,
-    keypoint_threshold: float = 0.01,
-    refine_joints: bool = True,
-    refine_threshold: float = 0.05,
-    window: int = 13,
-    sigma: float = 2.0,
+    decode: DecodeConfig = DEFAULT_DECODE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Table 4's "heatmap" quality: heatmap keypoints grouped by ground-truth cue poses.
 
@@ -139,7 +129,7 @@ def heatmap_poses(
 
     Definition (no ground-truth position leaks into a prediction): for each labelled
     cue joint (v > 0) the prediction is the **nearest keypoint candidate** of that type
-    (:func:`keypoint_candidates`: 5x5 NMS, top 30), whatever its distance, with the
+    (:func:`keypoint_candidates` with ``decode.candidates``, ``candidate_kernel``), whatever its distance, with the
     candidate's value as score; positions are then refined by the same Gaussian fit as
     the final poses (center score taken as 1), so heatmap and final quality differ only
     by the grouping cue. Unlabelled cue joints (v = 0; OKS ignores them) are placed at
@@ -149,7 +139,7 @@ def heatmap_poses(
     G, K, _ = cues.shape
     if G == 0:
         return heat.maps.new_zeros(0, K, 3), heat.maps.new_zeros(0)
-    cand_pos, cand_val = keypoint_candidates(heat, candidates, candidate_kernel, keypoint_threshold)
+    cand_pos, cand_val = _candidates(heat, decode)
     d = (cues[:, :, None, :2].float() - cand_pos[None]).norm(dim=-1)
     best = d.argmin(-1)
     kk = torch.arange(K, device=cues.device).expand(G, K)
@@ -158,8 +148,8 @@ def heatmap_poses(
     labelled = (cues[..., 2] > 0) & torch.isfinite(pos).all(-1)
     pos = torch.where(torch.isfinite(pos), pos, torch.zeros_like(pos))
     poses = torch.cat([pos, val[..., None]], -1)
-    if refine_joints:
-        poses = refine(poses, heat, poses.new_ones(G), refine_threshold, window, sigma)
+    if decode.refine:
+        poses = _refine(poses, heat, poses.new_ones(G), decode)
     n = labelled.sum(-1, keepdim=True).clamp_min(1)
     mean_xy = (poses[..., :2] * labelled[..., None]).sum(1) / n
     poses[..., :2] = torch.where(labelled[..., None], poses[..., :2], mean_xy[:, None].expand(G, K, 2))

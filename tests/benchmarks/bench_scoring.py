@@ -47,7 +47,7 @@ def bench_generation(repeats: int = 20) -> None:
     model_times, data_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        inference.predict_poses(model, image, cfg, flip=True)
+        inference.infer_image(model, image, COCO, cfg.eval.decode, test_size=cfg.eval.test_size)
         model_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         scoring.pose_features(poses, COCO)
