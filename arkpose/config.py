@@ -129,40 +129,6 @@ class OptimConfig:
 QUALITIES = ("regression", "heatmap", "final")
 
 
-@dataclass(frozen=True)
-class DecodeConfig:
-    """Every test-time setting from the network's input to the poses (docs/method.md §5), given
-    whole to :mod:`arkpose.inference` and :func:`arkpose.decode.parse`; ``--set
-    eval.decode.<field>=...``. Frozen: one object describes one decoding."""
-
-    flip: bool = True  # §5.2 flip test
-    scales: tuple[float, ...] = (1.0,)  # §5.3 test scales, fused on the scale-1 grid
-    max_people: int = 30  # §5.4-5.5 centers kept per scale, and poses after the pose NMS
-    center_threshold: float = 0.01  # §5.4 a center's score must exceed it
-    scale_decrease: float = 0.001  # §5.3 weight of the other scales' centers
-    nms_distance: float = 10.0  # §5.5 joints closer than this (1x px) coincide ...
-    nms_overlap: int = 10  # ... and more than this many coinciding joints make a duplicate
-    candidates: int = 30  # §5.7 keypoint candidates per type ...
-    candidate_kernel: int = 5  # ... local maxima in this window of the 1x heatmaps ...
-    keypoint_threshold: float = 0.01  # ... values not above it count 0
-    max_distance: float = 75.0  # §5.7 absorb radius, 1x px
-    refine: bool = True  # §5.8 the Gaussian-fit refinement
-    refine_threshold: float = 0.05  # joints scoring above it are refined ...
-    refine_window: int = 13  # ... on this square window of the 1x heatmap ...
-    refine_sigma: float = 2.0  # ... starting from this sigma
-
-
-DEFAULT_DECODE = DecodeConfig()  # the official decoding; a default argument needs one instance
-
-
-# Keys of decoding settings before they moved into eval.decode: configs stored by older
-# versions (config.yaml, checkpoints) still load (:func:`from_dict`).
-MOVED_KEYS = {f"eval.{name}": f"eval.decode.{name}"
-              for name in ("flip", "scales", "max_people", "center_threshold")}
-# Keys that are no longer settings, with the only value they could hold.
-RETIRED_KEYS = {"data.output_stride": 4}  # now arkpose.spec.OUTPUT_STRIDE
-
-
 @dataclass
 class EvalConfig:
     """Test-time options (docs/method.md §5) and the validation during training."""
@@ -177,6 +143,24 @@ class EvalConfig:
     learned_scoring: bool = False  # Table 4: rank poses by the learned OKS predictor
     scoring_mode: str = "official"  # "official": predicted OKS x mean joint score | "paper"
     qualities: tuple[str, ...] = ("regression", "heatmap", "final")
+
+
+@dataclass
+class LaunchConfig:
+    """Where `arkpose ablate` runs its trainings (arkpose.launch; docs/cluster.md). Not part of
+    a run's identity: where a run trained does not change what it is."""
+
+    launcher: str = "inprocess"  # "inprocess" | "local" (parallel processes) | "slurm" (job array)
+    jobs: int = 2  # trainings at once: local processes, or the SLURM array's parallelism
+    wait: bool = True  # wait for the jobs, then evaluate; false: submit and return
+    partition: str = ""  # SLURM partition ("" = the cluster's default)
+    gpus_per_job: int = 1  # one training per job; > 1 runs it as DDP with one task per GPU
+    cpus_per_job: int = 8  # per task
+    time_min: int = 24 * 60  # a job's time limit; at its end the job saves, requeues, resumes
+    mem_gb: int = 64
+    account: str = ""
+    qos: str = ""
+    max_requeues: int = 20  # timeouts and preemptions per job before it is given up
 
 
 @dataclass
@@ -195,6 +179,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,16 +296,16 @@ def preset(name: str) -> Config:
 # Overrides and io
 
 
-def valid_keys(cfg: Any = None, prefix: str = "") -> list[str]:
-    """All ``section.field`` (``eval.decode.field``, top-level) keys :func:`apply_overrides` takes."""
-    cfg = Config() if cfg is None else cfg
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """All ``section.field`` (and top-level) keys that :func:`apply_overrides` accepts."""
+    cfg = cfg or Config()
     keys = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            keys += valid_keys(value, f"{prefix}{f.name}.")
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
         else:
-            keys.append(prefix + f.name)
+            keys.append(f.name)
     return keys
 
 
@@ -367,27 +352,21 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set ``cfg.<key>`` (``"model.adaptive"``, ``"seed"``) from a string or a python value."""
-    if _with_value(cfg, key.split("."), value, key) is None:
-        raise ConfigError(unknown_key_message(key, valid_keys(cfg)))
-
-
-def _with_value(owner: Any, parts: list[str], value: Any, key: str) -> Any:
-    """``owner`` with the field at ``parts`` set (in place, or a copy of a frozen section);
-    None when ``parts`` names no settable field."""
-    name, rest = parts[0], parts[1:]
-    if name not in {f.name for f in dataclasses.fields(owner)}:
-        return None
-    current = getattr(owner, name)
-    if dataclasses.is_dataclass(current) != bool(rest):
-        return None
-    new = _with_value(current, rest, value, key) if rest else _coerce(
-        value, _field_type(owner, name), key)
-    if new is None:
-        return None
-    if type(owner).__dataclass_params__.frozen:
-        return dataclasses.replace(owner, **{name: new})
-    setattr(owner, name, new)
-    return owner
+    parts = key.split(".")
+    owner: Any = cfg
+    for part in parts[:-1]:
+        sub = getattr(owner, part, None)
+        if not dataclasses.is_dataclass(sub):
+            break
+        owner = sub
+    else:
+        name = parts[-1]
+        if name in {f.name for f in dataclasses.fields(owner)} and not dataclasses.is_dataclass(
+            getattr(owner, name)
+        ):
+            setattr(owner, name, _coerce(value, _field_type(owner, name), key))
+            return
+    raise ConfigError(unknown_key_message(key, valid_keys(cfg)))
 
 
 def unknown_key_message(key: str, keys: list[str]) -> str:
@@ -395,9 +374,7 @@ def unknown_key_message(key: str, keys: list[str]) -> str:
     from arkpose.suggest import did_you_mean
 
     sections = sorted({k.split(".")[0] for k in keys if "." in k})
-    moved = f"did you mean {MOVED_KEYS[key]}? (moved there)" if key in MOVED_KEYS else ""
-    hint = moved or did_you_mean(key, keys) or (
-        f"keys look like section.field, sections {', '.join(sections)}")
+    hint = did_you_mean(key, keys) or f"keys look like section.field, sections {', '.join(sections)}"
     return f"unknown config key {key!r}; {hint} (every key and its meaning: arkpose/config.py)"
 
 
@@ -448,11 +425,7 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(data: dict) -> Config:
     """Inverse of :func:`to_dict`; unknown keys fail with the list of valid keys."""
-    flat = flatten_dict(data)
-    for old, value in RETIRED_KEYS.items():
-        if old in flat and flat.pop(old) != value:
-            raise ConfigError(f"{old} is no longer a setting and can only be {value}")
-    return apply_overrides(Config(), {MOVED_KEYS.get(k, k): v for k, v in flat.items()})
+    return apply_overrides(Config(), flatten_dict(data))
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:

@@ -226,15 +226,18 @@ def draw_targets(
 
 
 def grid(images: Sequence[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
-    """Tile equally sized uint8 images into one (white padding)."""
+    """Tile uint8 images into one, each in the top-left corner of a cell as large as the
+    largest (white padding: real images differ in size)."""
     if not images:
         raise ValueError("grid() needs at least one image")
-    h, w = images[0].shape[:2]
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
     rows = (len(images) + columns - 1) // columns
     out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, columns)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = _rgb(im)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top:top + im.shape[0], left:left + im.shape[1]] = _rgb(im)
     return out
 
 

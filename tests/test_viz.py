@@ -71,3 +71,11 @@ def test_grid_tiles_and_rejects_empty():
     assert np.all(g[2:12, 2 + 14:14 + 14] == 40)
     with pytest.raises(ValueError):
         viz.grid([])
+
+
+def test_grid_of_images_of_different_sizes_pads_each_cell_to_the_largest():
+    small, large = np.zeros((4, 6, 3), np.uint8), np.full((8, 5, 3), 9, np.uint8)
+    g = viz.grid([small, large], columns=2, pad=1)
+    assert g.shape == (1 + 8 + 1, 1 + 2 * (6 + 1), 3)
+    assert np.all(g[1:5, 1:7] == 0) and np.all(g[5:9, 1:7] == 255)  # white below the small one
+    assert np.all(g[1:9, 8:13] == 9) and np.all(g[1:9, 13] == 255)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from arkpose import ablate, ablation_report, config, notebooks, report_index, runtime, train
+from arkpose import ablate, ablation_report, config, launch, notebooks, report_index, runtime, train
 from arkpose.cli.common import add_set_option
 from arkpose.config import PRESETS
 from arkpose.config_check import check as check_config
@@ -43,11 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate on the first N validation images (0 = all)")
     parser.add_argument("--no-analysis", action="store_true", help="skip the error analysis")
     parser.add_argument("--no-notebooks", action="store_true", help="skip the report notebooks")
+    jobs = parser.add_argument_group(
+        "where the trainings run (each flag sets one launch.* config field; docs/cluster.md)")
+    for flag, field, kind, text in LAUNCH_FLAGS:
+        jobs.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    jobs.add_argument("--no-wait", dest="wait", action="store_false", default=None,
+                      help="submit the trainings and return; the same command again collects "
+                      "them and evaluates (launch.wait=false)")
     return parser
+
+
+# (flag, launch.* field, type, help): flags for the fields people change per call.
+LAUNCH_FLAGS = (
+    ("--launcher", "launcher", str, "inprocess (default): one process trains every row in turn; "
+     "local: parallel local processes; slurm: a SLURM job array (submitit)"),
+    ("--jobs", "jobs", int, "trainings at once (local processes, or the array's parallelism; "
+     "default 2)"),
+    ("--partition", "partition", str, "SLURM partition (default: the cluster's)"),
+    ("--gpus-per-job", "gpus_per_job", int, "GPUs per training job; > 1 trains it with DDP "
+     "(default 1)"),
+    ("--cpus-per-job", "cpus_per_job", int, "CPUs per task (default 8)"),
+    ("--time-min", "time_min", int, "a job's time limit in minutes; at the limit it saves, "
+     "requeues and resumes (default 1440)"),
+    ("--mem-gb", "mem_gb", int, "memory per job in GB (default 64)"),
+    ("--account", "account", str, "SLURM account"),
+    ("--qos", "qos", str, "SLURM quality of service"),
+)
+
+
+def launch_overrides(args: argparse.Namespace) -> list[str]:
+    """The launcher flags given, as ``launch.<field>=<value>`` overrides."""
+    fields = [field for _, field, _, _ in LAUNCH_FLAGS] + ["wait"]
+    return [f"launch.{f}={getattr(args, f)}" for f in fields if getattr(args, f) is not None]
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    args.overrides = [*args.overrides, *launch_overrides(args)]
     runtime.configure_threads()
     try:
         definition = ablate.load_ablation(args.ablation)
@@ -75,6 +107,12 @@ def main(argv: list[str]) -> int:
             SynthError) as err:
         print(f"arkpose ablate: {err}", file=sys.stderr)
         return 2
+    except launch.JobsPending as pending:
+        print(f"arkpose ablate: {pending}", file=sys.stderr)
+        return 0
+    except launch.JobsFailed as failed:
+        print(f"arkpose ablate: {failed}", file=sys.stderr)
+        return 1
     except train.TrainingInterrupted as stop:
         print(f"arkpose ablate: stopped by {signal.Signals(stop.signum).name}; {stop.path} is "
               "saved: run the same `arkpose ablate` command again to carry on where it stopped",
