@@ -129,6 +129,40 @@ class OptimConfig:
 QUALITIES = ("regression", "heatmap", "final")
 
 
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Every test-time setting from the network's input to the poses (docs/method.md §5), given
+    whole to :mod:`arkpose.inference` and :func:`arkpose.decode.parse`; ``--set
+    eval.decode.<field>=...``. Frozen: one object describes one decoding."""
+
+    flip: bool = True  # §5.2 flip test
+    scales: tuple[float, ...] = (1.0,)  # §5.3 test scales, fused on the scale-1 grid
+    max_people: int = 30  # §5.4-5.5 centers kept per scale, and poses after the pose NMS
+    center_threshold: float = 0.01  # §5.4 a center's score must exceed it
+    scale_decrease: float = 0.001  # §5.3 weight of the other scales' centers
+    nms_distance: float = 10.0  # §5.5 joints closer than this (1x px) coincide ...
+    nms_overlap: int = 10  # ... and more than this many coinciding joints make a duplicate
+    candidates: int = 30  # §5.7 keypoint candidates per type ...
+    candidate_kernel: int = 5  # ... local maxima in this window of the 1x heatmaps ...
+    keypoint_threshold: float = 0.01  # ... values not above it count 0
+    max_distance: float = 75.0  # §5.7 absorb radius, 1x px
+    refine: bool = True  # §5.8 the Gaussian-fit refinement
+    refine_threshold: float = 0.05  # joints scoring above it are refined ...
+    refine_window: int = 13  # ... on this square window of the 1x heatmap ...
+    refine_sigma: float = 2.0  # ... starting from this sigma
+
+
+DEFAULT_DECODE = DecodeConfig()  # the official decoding; a default argument needs one instance
+
+
+# Keys of decoding settings before they moved into eval.decode: configs stored by older
+# versions (config.yaml, checkpoints) still load (:func:`from_dict`).
+MOVED_KEYS = {f"eval.{name}": f"eval.decode.{name}"
+              for name in ("flip", "scales", "max_people", "center_threshold")}
+# Keys that are no longer settings, with the only value they could hold.
+RETIRED_KEYS = {"data.output_stride": 4}  # now arkpose.spec.OUTPUT_STRIDE
+
+
 @dataclass
 class EvalConfig:
     """Test-time options (docs/method.md §5) and the validation during training."""
@@ -136,13 +170,10 @@ class EvalConfig:
     every: int = 1  # validate every N epochs (0 = never)
     val_images: int = 0  # validation subset during training; 0 = all
     test_size: int = 512  # short side of the test-time resize
-    flip: bool = True
-    scales: tuple[float, ...] = (1.0,)
-    max_people: int = 30
-    center_threshold: float = 0.01
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     learned_scoring: bool = False  # Table 4: rank poses by the learned OKS predictor
     scoring_mode: str = "official"  # "official": predicted OKS x mean joint score | "paper"
-    qualities: tuple[str, ...] = ("regression", "heatmap", "final")
+    qualities: tuple[str, ...] = QUALITIES
 
 
 @dataclass
@@ -296,16 +327,16 @@ def preset(name: str) -> Config:
 # Overrides and io
 
 
-def valid_keys(cfg: Config | None = None) -> list[str]:
-    """All ``section.field`` (and top-level) keys that :func:`apply_overrides` accepts."""
-    cfg = cfg or Config()
+def valid_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    """All ``section.field`` (``eval.decode.field``, top-level) keys :func:`apply_overrides` takes."""
+    cfg = Config() if cfg is None else cfg
     keys = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
+            keys += valid_keys(value, f"{prefix}{f.name}.")
         else:
-            keys.append(f.name)
+            keys.append(prefix + f.name)
     return keys
 
 
@@ -352,21 +383,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set ``cfg.<key>`` (``"model.adaptive"``, ``"seed"``) from a string or a python value."""
-    parts = key.split(".")
-    owner: Any = cfg
-    for part in parts[:-1]:
-        sub = getattr(owner, part, None)
-        if not dataclasses.is_dataclass(sub):
-            break
-        owner = sub
-    else:
-        name = parts[-1]
-        if name in {f.name for f in dataclasses.fields(owner)} and not dataclasses.is_dataclass(
-            getattr(owner, name)
-        ):
-            setattr(owner, name, _coerce(value, _field_type(owner, name), key))
-            return
-    raise ConfigError(unknown_key_message(key, valid_keys(cfg)))
+    if _with_value(cfg, key.split("."), value, key) is None:
+        raise ConfigError(unknown_key_message(key, valid_keys(cfg)))
+
+
+def _with_value(owner: Any, parts: list[str], value: Any, key: str) -> Any:
+    """``owner`` with the field at ``parts`` set (in place, or a copy of a frozen section);
+    None when ``parts`` names no settable field."""
+    name, rest = parts[0], parts[1:]
+    if name not in {f.name for f in dataclasses.fields(owner)}:
+        return None
+    current = getattr(owner, name)
+    if dataclasses.is_dataclass(current) != bool(rest):
+        return None
+    new = _with_value(current, rest, value, key) if rest else _coerce(
+        value, _field_type(owner, name), key)
+    if new is None:
+        return None
+    if type(owner).__dataclass_params__.frozen:
+        return dataclasses.replace(owner, **{name: new})
+    setattr(owner, name, new)
+    return owner
 
 
 def unknown_key_message(key: str, keys: list[str]) -> str:
@@ -374,7 +411,9 @@ def unknown_key_message(key: str, keys: list[str]) -> str:
     from arkpose.suggest import did_you_mean
 
     sections = sorted({k.split(".")[0] for k in keys if "." in k})
-    hint = did_you_mean(key, keys) or f"keys look like section.field, sections {', '.join(sections)}"
+    moved = f"did you mean {MOVED_KEYS[key]}? (moved there)" if key in MOVED_KEYS else ""
+    hint = moved or did_you_mean(key, keys) or (
+        f"keys look like section.field, sections {', '.join(sections)}")
     return f"unknown config key {key!r}; {hint} (every key and its meaning: arkpose/config.py)"
 
 
@@ -425,7 +464,11 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(data: dict) -> Config:
     """Inverse of :func:`to_dict`; unknown keys fail with the list of valid keys."""
-    return apply_overrides(Config(), flatten_dict(data))
+    flat = flatten_dict(data)
+    for old, value in RETIRED_KEYS.items():
+        if old in flat and flat.pop(old) != value:
+            raise ConfigError(f"{old} is no longer a setting and can only be {value}")
+    return apply_overrides(Config(), {MOVED_KEYS.get(k, k): v for k, v in flat.items()})
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
