@@ -436,6 +436,9 @@ def run_ablation(
         base.data.root = data_root
         base.data.synth_preset = ""
     config_lib.apply_overrides(base, extra)
+    from arkpose import launch
+
+    launch.check(base.launch)
     seeds = tuple(range(base.ablation_seeds)) if seeds is None else tuple(seeds)
     root = Path(runs_dir) / f"{ablation.name}-{preset}"
     jobs = plan(ablation, base, seeds, root, extra)
@@ -443,8 +446,6 @@ def run_ablation(
     ensure_data(base, progress=progress)
     data_digest = provenance.dataset_digest(base)
     if base.launch.launcher != "inprocess":
-        from arkpose import launch
-
         unfinished = launch.train_all(jobs, root, base.launch, log, claim_training)
         if unfinished:
             raise launch.JobsPending(unfinished, root)
