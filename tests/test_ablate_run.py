@@ -116,6 +116,23 @@ def test_report_pages_show_every_part_and_link_only_to_existing_files(smoke_proj
 
 
 @pytest.mark.slow
+def test_the_local_launcher_gives_the_numbers_of_the_in_process_run(smoke_project, tmp_path, capsys):
+    """The same ablation with every training a submitit job (2 parallel local processes):
+    the same runs (digests) and, bit for bit, the same AP and AR."""
+    project, argv, _ = smoke_project
+    argv = [a if a != str(project / "runs" / "ablations") else str(tmp_path / "runs") for a in argv]
+    assert command.main([*argv, "--launcher", "local", "--jobs", "2", "--no-notebooks", "--no-analysis"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("submitted as local job") == 4 * 2 and err.count("finished") >= 4 * 2
+    local = pd.read_csv(tmp_path / "runs" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
+    inprocess = pd.read_csv(project / "runs" / "ablations" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
+    numbers = [c for c in inprocess.columns if c.rsplit("_", 1)[-1].startswith(("AP", "AR"))]
+    assert len(numbers) >= 3 * 10
+    pd.testing.assert_frame_equal(local[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
+    assert (tmp_path / "runs" / "table4-smoke" / "jobs").is_dir()  # job logs live in the run folder
+
+
+@pytest.mark.slow
 def test_smoke_ablation_end_to_end(smoke_project, capsys):
     project, argv, out = smoke_project
     assert "95% CI" in out and "each component against the row above" in out
@@ -194,6 +211,39 @@ def test_a_trained_row_with_learned_scoring_is_evaluated_with_its_scorer(tmp_pat
                         runs_dir=tmp_path / "runs", progress=False, log=lambda line: None)
     scorer = tmp_path / "runs/d-smoke/scored/seed-0/scorer/scorer.pt"
     assert calls == [("plain", "plain", None), ("scored", "scored", scorer)]
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+@pytest.mark.parametrize("preset, folder, annotations, spec", [
+    ("coco-w32", "coco", "test_coco.json", "coco"),
+    ("crowdpose-w32", "crowdpose", "test_crowdpose.json", "crowdpose"),
+])
+def test_the_real_data_table4_runs_end_to_end(real_fixtures, tmp_path, preset, folder, annotations, spec):
+    """Every step of the real-data ablation on ../shared/real_fixtures (the same images as
+    train and val; a nano model for one epoch: the numbers mean nothing, the path is tested)."""
+    data = real_fixtures / folder
+    argv = ["--preset", preset, "--data", str(data), "--seeds", "1", "--runs", str(tmp_path / "runs"),
+            "--reports", str(tmp_path / "reports"), "--set", "model.backbone=nano-w16", "optim.epochs=1",
+            "optim.batch_size=2", "data.input_size=128", "eval.test_size=128", "data.workers=0",
+            f"data.train_ann={annotations}", "data.train_images=.", f"data.val_ann={annotations}",
+            "data.val_images=.",
+            # a one-epoch model's centers are all weak: keep them, so the scorer has candidates
+            "eval.decode.center_threshold=0"]
+    assert command.main(argv) == 0
+    root, report = tmp_path / "runs" / f"table4-{preset}", tmp_path / "reports" / f"table4-{preset}"
+    per_seed = pd.read_csv(root / "per_seed.csv")
+    assert len(per_seed) == 5 and per_seed["learned_scoring"].sum() == 1
+    assert (root / "plus-adaptive" / "seed-0" / "scorer" / "scorer.pt").is_file()
+    for row in ("baseline", "plus-adaptive"):
+        for quality in ("regression", "heatmap", "final"):
+            analysis = json.loads((root / row / "seed-0" / "analysis" / quality / "analysis.json").read_text())
+            assert analysis["compat"] == "coco-analyze" and analysis["spec"] == spec
+    prov = json.loads((report / "provenance.json").read_text())
+    assert prov["dataset"] == str(data.resolve()) and prov["preset"] == preset
+    for name in NOTEBOOKS:
+        check_executed(report / name)
+    assert (report / "index.html").is_file()
 
 
 @pytest.mark.slow
