@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from arkpose.cli import synth as cli
 from arkpose.data import synth
+from arkpose.data import synth_card
 from arkpose.data import synth_render as R
 from arkpose.spec import COCO
 
@@ -451,3 +452,39 @@ def test_generating_does_not_import_torch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split()[-1] == "False"
+
+
+def test_benchmark_shares_on_hand_made_persons():
+    def person(image, box, rotation, height, keypoints=1):
+        return {"image_id": image, "bbox": box, "iscrowd": 0, "num_keypoints": keypoints,
+                "synth": {"rotation_deg": rotation, "height_px": height}}
+
+    data = {"annotations": [
+        person(1, [0, 0, 10, 10], 0.0, 10.0), person(1, [5, 0, 10, 10], 50.0, 20.0),  # IoU 1/3
+        person(2, [0, 0, 10, 10], -46.0, 30.0), person(2, [8, 8, 10, 10], 10.0, 40.0),  # IoU 4/196
+        person(3, [0, 0, 4, 4], 180.0, 50.0, keypoints=0),  # unlabelled: a partner, not counted
+        person(3, [0, 0, 4, 5], 45.0, 60.0),  # IoU 0.8 with the unlabelled one
+        {"image_id": 3, "bbox": [0, 0, 4, 5], "iscrowd": 1, "num_keypoints": 0},  # not a person
+    ]}
+    shares = synth_card.benchmark_shares(data)
+    assert shares["persons"] == 5
+    assert shares["rotated"] == pytest.approx(2 / 5)  # 50 and -46; 45 is not beyond 45
+    assert shares["overlapping"] == pytest.approx(3 / 5)
+    p10, p90 = np.percentile([10, 20, 30, 40, 60], [10, 90])
+    assert shares["height_p90_p10"] == pytest.approx(p90 / p10)
+    line = synth_card.format_shares("val", shares)
+    assert "40% rotated" in line and "60% overlapping" in line and "below the floor" not in line
+
+
+def test_the_table4_benchmark_meets_the_floors_and_the_cli_prints_them(tmp_path, capsys):
+    out = tmp_path / "t4"
+    assert cli.main(["--out", str(out), "--preset", "table4", "--train", "0", "--val", "300",
+                     "--quiet", "--no-card"]) == 0
+    printed = capsys.readouterr().out
+    assert "val: " in printed and "rotated beyond +-45 deg" in printed and "below the floor" not in printed
+    shares = synth_card.benchmark_shares(_load(out, "val"))
+    for key, floor in synth_card.BENCHMARK_FLOORS.items():
+        assert shares[key] >= floor, key
+    quick = synth_card.benchmark_shares(_load(synth.generate(tmp_path / "q", "quick", train=0, val=300,
+                                                              progress=False, card=False), "val"))
+    assert quick["rotated"] < synth_card.BENCHMARK_FLOORS["rotated"]  # why table4 exists

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +55,7 @@ def _overrides(items: list[str]) -> dict:
 def main(argv: list[str]) -> int:
     from arkpose.cli.common import report
     from arkpose.data.synth import SynthError, generate
+    from arkpose.data.synth_card import benchmark_shares, format_shares
 
     args = _parser().parse_args(argv)
     for name in ("train", "val"):
@@ -67,6 +70,10 @@ def main(argv: list[str]) -> int:
     except (SynthError, ValueError) as e:
         return report("arkpose synth", e)
     print(f"SynthPose written to {out}")
+    for split in ("train", "val"):  # the shares the Table 4 components need (dataset card)
+        ann = Path(out) / "annotations" / f"person_keypoints_{split}.json"
+        if ann.is_file() and (shares := benchmark_shares(json.loads(ann.read_text())))["persons"]:
+            print("  " + format_shares(split, shares))
     return 0
 
 

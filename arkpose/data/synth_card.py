@@ -21,6 +21,69 @@ _RIGHT = (40, 160, 255)
 _MID = (255, 230, 60)
 
 
+# What the Table 4 components are for, as shares of a split's labelled persons (issue 17's
+# benchmark floors in brackets): rotated beyond +-45 deg (>= 20%, the adaptive units), the
+# 90th / 10th percentile ratio of person height (>= 2.5, scale), and box IoU >= 0.3 with
+# another person of the image (>= 15%, grouping, guidance and scoring).
+ROTATED_DEG = 45.0
+OVERLAP_IOU = 0.3
+BENCHMARK_FLOORS = {"rotated": 0.20, "height_p90_p10": 2.5, "overlapping": 0.15}
+
+
+def max_box_iou(boxes: np.ndarray) -> np.ndarray:
+    """``boxes (P, 4)`` COCO ``[x, y, w, h]`` -> ``(P,)`` each box's largest IoU with another
+    box (0 for a lone box)."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    if len(boxes) < 2:
+        return np.zeros(len(boxes))
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    iw = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
+    ih = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
+    inter = iw * ih
+    area = boxes[:, 2] * boxes[:, 3]
+    iou = inter / np.maximum(area[:, None] + area[None] - inter, 1e-12)
+    np.fill_diagonal(iou, 0.0)
+    return iou.max(1)
+
+
+def benchmark_shares(data: dict) -> dict:
+    """A split's shares of labelled, non-crowd persons that are rotated, its person-height
+    spread and its share of overlapping persons (module constants); overlap counts every
+    non-crowd person of the image as a possible partner."""
+    anns = [a for a in data["annotations"] if not a["iscrowd"]]
+    labelled = [a for a in anns if a["num_keypoints"] > 0]
+    if not labelled:
+        return {"persons": 0, "rotated": float("nan"), "height_p90_p10": float("nan"),
+                "overlapping": float("nan")}
+    by_image: dict[int, list[dict]] = {}
+    for a in anns:
+        by_image.setdefault(a["image_id"], []).append(a)
+    overlapping = 0
+    for group in by_image.values():
+        best = max_box_iou(np.array([a["bbox"] for a in group]))
+        overlapping += int(sum(b >= OVERLAP_IOU for a, b in zip(group, best) if a["num_keypoints"] > 0))
+    rotation = np.array([a["synth"]["rotation_deg"] for a in labelled], float)
+    heights = np.array([a["synth"]["height_px"] for a in labelled], float)
+    p10, p90 = np.percentile(heights, [10, 90])
+    return {"persons": len(labelled),
+            "rotated": float((np.abs(rotation) > ROTATED_DEG).mean()),
+            "height_p90_p10": float(p90 / p10),
+            "overlapping": overlapping / len(labelled)}
+
+
+def format_shares(split: str, shares: dict) -> str:
+    """One line: the three shares and whether each meets its floor."""
+    def mark(key: str) -> str:
+        return "" if shares[key] >= BENCHMARK_FLOORS[key] else " (below the floor)"
+
+    return (f"{split}: {shares['persons']} labelled persons, {100 * shares['rotated']:.0f}% "
+            f"rotated beyond +-{ROTATED_DEG:.0f} deg{mark('rotated')}, height P90/P10 "
+            f"{shares['height_p90_p10']:.2f}{mark('height_p90_p10')}, "
+            f"{100 * shares['overlapping']:.0f}% overlapping (box IoU >= {OVERLAP_IOU})"
+            f"{mark('overlapping')}")
+
+
 def _stats(data: dict) -> dict:
     anns = [a for a in data["annotations"] if not a["iscrowd"]]
     labelled = [a for a in anns if a["num_keypoints"] > 0]
@@ -182,6 +245,10 @@ def write_card(root: Path, cfg, splits: dict, manifest: dict) -> Path:
     for split, st in stats.items():
         lines.append(f"| {split} | " + " | ".join(str(st["poses"][p]) for p in POSES)
                      + f" | {st['lying_or_rotated']} |")
+    lines += ["", ("What the Table 4 components are for (labelled persons; floors: >= 20% rotated, "
+              "P90/P10 >= 2.5, >= 15% overlapping):"), ""]
+    lines += [f"- {format_shares(split, benchmark_shares(data))}" for split, data in splits.items()
+              if data["images"]]
     lines += ["", ("Occluded = share of labelled keypoints with v = 1 (hidden by another "
                    "person, an occluder, the own body, or the far side of a profile head)."), ""]
     for name in plots:
