@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from arkpose import config as config_lib
-from arkpose import provenance, stats
+from arkpose import provenance, stats, strata
 from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
+from arkpose.data import split_paths
 from arkpose.evaluate import MATCHING_FILE
 from arkpose.jsonio import atomic_path, write_json
 from arkpose.provenance import markdown_block, read_identity
@@ -108,6 +109,9 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         delta_tables.append(result.deltas.assign(quality=quality))
     rows = pd.concat(row_tables, ignore_index=True)
     deltas = pd.concat(delta_tables, ignore_index=True)
+    # The same intervals on strata of the validation persons (arkpose/strata.py).
+    by_stratum = strata.strata_deltas(eval_dirs, row_names, seeds, QUALITIES, split_paths(base, "val")[0],
+                                      base.data.spec, n_boot=n_boot)
     per_seed = pd.DataFrame.from_records(records)
     paper = {r.name: r.paper_name for r in ablation.rows}
     rows.insert(1, "paper_method", rows["row"].map(paper))
@@ -131,7 +135,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         "train_commits": sorted({_commit(done) for done in dones}),
         "train_devices": sorted({str(done.get("device")) for done in dones}),
     }
-    for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas)):
+    for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas), ("strata", by_stratum)):
         frame.to_csv(root / f"{name}.csv", index=False)
     _write(root / "provenance.json", prov)
     summary = {
@@ -142,6 +146,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
                   "reuse": r.reuse} for r in ablation.rows],
         "row_stats": rows.to_dict(orient="records"),
         "deltas": deltas.to_dict(orient="records"),
+        "strata": by_stratum.to_dict(orient="records"),
         "per_seed": records,
         "provenance": prov,
         "config": config_lib.to_dict(base),

@@ -26,6 +26,9 @@ INDEX = "index.html"
 FIGURES = (
     ("Each component's ΔAP", ("Blue: our mean Δ over seeds with its 95% CI; red: the paper's Δ "
      "on COCO. A bar crossing 0 cannot be told from noise."), ("table4_forest.png",)),
+    ("Which component helps which persons", ("Each component's ΔAP with its 95% CI on both "
+     "strata of a pair of validation persons (upright / rotated, small / large, isolated / "
+     "overlapping; docs/ablations.md)."), ("table4_strata.png",)),
     ("Training curves", "Loss per step and validation AP per epoch, every row and seed.",
      ("training_curves.png",)),
     ("Figure 4: where the keypoints go wrong", ("Ronchi-Perona error types per row (mean over "
