@@ -36,7 +36,7 @@ FIGURES = (
                                       "fig4_pr_breakdown_*.png")),
     ("Figure 3: where the adaptive units look", ("Sampling positions of the adaptive unit at "
      "person centers, and its learned transform against the true geometry."),
-     ("fig3_sampling_positions.png", "fig3_transform_vs_geometry.png")),
+     ("fig3_sampling_positions.png", "fig3_transform_vs_geometry.png", "fig3_stn_units.png")),
 )
 NOTEBOOK_TITLES = {
     "table4": "Table 4 with intervals", "error_analysis": "Figure 4: error analysis",

@@ -94,6 +94,15 @@ def circular_correlation(a_deg: torch.Tensor, b_deg: torch.Tensor) -> float:
     return float((sa * sb).sum() / denom) if denom > 0 else float("nan")
 
 
+def _transforms(model: torch.nn.Module, image: np.ndarray, test_size: int):
+    """Every adaptive unit's T map of one image after the test-time resize (no flip):
+    ({unit: (4, h, w)}, the resize info)."""
+    resized, info = resize_for_test(image, test_size)
+    device = next(model.parameters()).device
+    out = model(normalize(resized)[None].to(device), return_transforms=True)
+    return {k: v[0].float().cpu() for k, v in out["transforms"].items()}, info
+
+
 @torch.no_grad()
 def probe(
     model: torch.nn.Module,
@@ -115,16 +124,13 @@ def probe(
     (the 9 sampling positions of the output pixel nearest each point, original pixels),
     and the :func:`decompose` fields (P,) each.
     """
-    resized, info = resize_for_test(image, test_size)
-    device = next(model.parameters()).device
-    out = model(normalize(resized)[None].to(device), return_transforms=True)
-    transforms = out["transforms"]
+    transforms, info = _transforms(model, image, test_size)
     if unit not in transforms:
         raise KeyError(
             f"model has no adaptive unit {unit!r}; it has {sorted(transforms) or 'none'} "
             "(regular units have no transforms: was the model trained with model.adaptive=false?)"
         )
-    t = transforms[unit][0].float().cpu()
+    t = transforms[unit]
     grid = info.to_resized(points.double()).float() / OUTPUT_STRIDE
     taps = info.to_original(taps_at(t, grid, dilation).double() * OUTPUT_STRIDE).float()
     values = values_at(t, grid)
@@ -152,22 +158,8 @@ def person_transforms(
     """
     import pandas as pd
 
-    from arkpose.progress import bar as progress_bar
-    from arkpose.targets import person_centers
-
     rows = []
-    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    for index in progress_bar(range(count), desc="transforms", enabled=progress):
-        anns = [
-            a for a in dataset.annotations(index)
-            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) >= min_keypoints
-        ]
-        if not anns:
-            continue
-        k = len(anns[0]["keypoints"]) // 3
-        kps = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, k, 3)
-        boxes = np.array([a["bbox"] for a in anns], np.float64)
-        centers = torch.from_numpy(person_centers(kps, boxes))
+    for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
         found = probe(model, dataset.load_image(index), centers, unit=unit, test_size=test_size)
         for i, ann in enumerate(anns):
             synth = ann.get("synth", {})
@@ -185,3 +177,71 @@ def person_transforms(
                 "facing": synth.get("facing"),
             })
     return pd.DataFrame(rows)
+
+
+def _labelled_persons(dataset, max_images: int, min_keypoints: int, progress: bool):
+    """Per image of ``dataset`` (the first ``max_images``; all when <= 0) with labelled
+    persons: (index, their annotations, their training centers (P, 2) original pixels)."""
+    from arkpose.progress import bar as progress_bar
+    from arkpose.targets import person_centers
+
+    count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    for index in progress_bar(range(count), desc="transforms", enabled=progress):
+        anns = [
+            a for a in dataset.annotations(index)
+            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) >= min_keypoints
+        ]
+        if anns:
+            k = len(anns[0]["keypoints"]) // 3
+            kps = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, k, 3)
+            boxes = np.array([a["bbox"] for a in anns], np.float64)
+            yield index, anns, torch.from_numpy(person_centers(kps, boxes))
+
+
+def unit_dilation(unit: str, heatmap_dilations: tuple[int, ...]) -> int:
+    """The dilation of an adaptive unit: ``heatmap.<b>.*`` has branch b's, the regression
+    unit has 1."""
+    parts = unit.split(".")
+    return int(heatmap_dilations[int(parts[1])]) if parts[0] == "heatmap" else 1
+
+
+@torch.no_grad()
+def unit_transforms(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    heatmap_dilations: tuple[int, ...],
+    max_images: int = 200,
+    test_size: int = 512,
+    min_keypoints: int = 1,
+    progress: bool = True,
+):
+    """One row per (adaptive unit, labelled person) of ``dataset``: every unit's learned T
+    at the person's center (one forward pass per image) next to SynthPose's true geometry.
+
+    heatmap_dilations: ``cfg.model.heatmap_dilations`` of the model. Returns a pandas
+    DataFrame with ``unit, dilation, image_id, ann_id, rotation_deg, scale, anisotropy``
+    and ``true_rotation_deg, true_height_px`` (NaN where the annotations have no ``synth``
+    record). No row when the model has no adaptive unit.
+    """
+    import pandas as pd
+
+    rows = []
+    for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
+        transforms, info = _transforms(model, dataset.load_image(index), test_size)
+        grid = info.to_resized(centers.double()).float() / OUTPUT_STRIDE
+        for unit, t in sorted(transforms.items()):
+            found = decompose(values_at(t, grid))
+            dilation = unit_dilation(unit, heatmap_dilations)
+            for i, ann in enumerate(anns):
+                synth = ann.get("synth", {})
+                rows.append({
+                    "unit": unit, "dilation": dilation, "image_id": ann["image_id"],
+                    "ann_id": ann.get("id"), "rotation_deg": float(found["rotation_deg"][i]),
+                    "scale": float(found["scale"][i]), "anisotropy": float(found["anisotropy"][i]),
+                    "true_rotation_deg": synth.get("rotation_deg", np.nan),
+                    "true_height_px": synth.get("height_px", np.nan),
+                })
+    columns = ["unit", "dilation", "image_id", "ann_id", "rotation_deg", "scale", "anisotropy",
+               "true_rotation_deg", "true_height_px"]
+    return pd.DataFrame(rows, columns=columns)
