@@ -21,8 +21,7 @@ from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
 from arkpose.cli import synth as cli
-from arkpose.data import synth
-from arkpose.data import synth_card
+from arkpose.data import synth, synth_card
 from arkpose.data import synth_render as R
 from arkpose.spec import COCO
 

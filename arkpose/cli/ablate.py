@@ -55,16 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # (flag, launch.* field, type, help): flags for the fields people change per call.
 LAUNCH_FLAGS = (
-    ("--launcher", "launcher", str, "inprocess (default): one process trains every row in turn; "
-     "local: parallel local processes; slurm: a SLURM job array (submitit)"),
-    ("--jobs", "jobs", int, "trainings at once (local processes, or the array's parallelism; "
-     "default 2)"),
+    ("--launcher", "launcher", str, ("inprocess (default): one process trains every row in turn; "
+     "local: parallel local processes; slurm: a SLURM job array (submitit)")),
+    ("--jobs", "jobs", int, ("trainings at once (local processes, or the array's parallelism; "
+     "default 2)")),
     ("--partition", "partition", str, "SLURM partition (default: the cluster's)"),
-    ("--gpus-per-job", "gpus_per_job", int, "GPUs per training job; > 1 trains it with DDP "
-     "(default 1)"),
+    ("--gpus-per-job", "gpus_per_job", int, ("GPUs per training job; > 1 trains it with DDP "
+     "(default 1)")),
     ("--cpus-per-job", "cpus_per_job", int, "CPUs per task (default 8)"),
-    ("--time-min", "time_min", int, "a job's time limit in minutes; at the limit it saves, "
-     "requeues and resumes (default 1440)"),
+    ("--time-min", "time_min", int, ("a job's time limit in minutes; at the limit it saves, "
+     "requeues and resumes (default 1440)")),
     ("--mem-gb", "mem_gb", int, "memory per job in GB (default 64)"),
     ("--account", "account", str, "SLURM account"),
     ("--qos", "qos", str, "SLURM quality of service"),
