@@ -18,6 +18,7 @@ and the verdict say so instead of pretending to a narrow CI.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,14 @@ def verdict(low: float, high: float) -> str:
     return "helps" if low > 0 else "hurts" if high < 0 else "within noise"
 
 
+def _nanvar(x: np.ndarray, axis: int | None = None):
+    """Sample variance ignoring NaN (resamples where AP is undefined: a stratum with no
+    person in the draw); NaN, without numpy's warning, where fewer than two are defined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanvar(x, axis=axis, ddof=1)
+
+
 def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """Mean over seeds of a per-seed quantity, its ``level`` interval and P(value > 0).
 
@@ -172,7 +181,7 @@ def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dic
     per_seed, boot = np.asarray(per_seed, float), np.asarray(boot, float)
     num_seeds = len(per_seed)
     mean = float(per_seed.mean())
-    var_images = float(np.nanvar(boot.mean(0), ddof=1))  # image part + interaction / S
+    var_images = float(_nanvar(boot.mean(0)))  # image part + interaction / S
     z = st.norm.ppf(0.5 + level / 2)
     out = {"mean": mean, "image_low": mean - z * var_images**0.5,
            "image_high": mean + z * var_images**0.5,
@@ -182,7 +191,7 @@ def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dic
         return exact
     if num_seeds < 2:
         return out
-    var_single = float(np.mean(np.nanvar(boot, axis=1, ddof=1)))  # image part + interaction
+    var_single = float(np.mean(_nanvar(boot, axis=1)))  # image part + interaction
     interaction = max(var_single - var_images, 0.0) * num_seeds / (num_seeds - 1)
     var_between = float(np.var(per_seed, ddof=1)) / num_seeds  # seed part + interaction / S
     seed_part = max(var_between - interaction / num_seeds, 0.0)

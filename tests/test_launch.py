@@ -71,6 +71,25 @@ def test_a_local_job_stopped_at_its_time_limit_is_requeued_and_resumes(synth_dir
     assert all(torch.equal(interrupted[k], straight[k]) for k in straight)
 
 
+@pytest.mark.slow
+def test_a_failed_job_is_reported_with_its_last_error_line_and_resubmitted(synth_dir, tmp_path):
+    cfg = tiny_train_config(synth_dir, epochs=1)
+    cfg.optim.amp = "bf16"  # passes the driver, refused by the training on a CPU
+    root = tmp_path / "runs"
+    jobs = _one_row_jobs(cfg, root)
+    lines = []
+    launch_cfg = LaunchConfig(launcher="local", jobs=1, time_min=30)
+    with pytest.raises(launch.JobsFailed) as failed:
+        launch.train_all(jobs, root, launch_cfg, lines.append, ablate.claim_training)
+    message = str(failed.value)
+    assert "only seed 0" in message and "ConfigError: optim.amp=bf16 needs a CUDA device" in message
+    assert "run the same command again to resubmit" in message
+    # The next call submits it again (the old job has ended), and fails the same way.
+    with pytest.raises(launch.JobsFailed):
+        launch.train_all(jobs, root, launch_cfg, lines.append, ablate.claim_training)
+    assert sum("submitted as local job" in line for line in lines) == 2
+
+
 def test_the_slurm_submission_asks_for_the_requested_resources(tmp_path):
     from submitit.slurm.slurm import _make_sbatch_string
 
