@@ -65,6 +65,9 @@ ROWS = {
         ("eval --checkpoint {tmp}/run/last.pt --data {tmp}/data --set data.dataset=crowdpose "
          "--device cpu"),
         ["data.dataset='crowdpose' has 14 keypoints", "predicts 17"]),
+    "rescore-cuda-without-cuda": (
+        "rescore --checkpoint {tmp}/run/last.pt --out {tmp}/sc/scorer.pt --device cuda",
+        ["--device cuda", "CUDA is not available"]),
     "eval-set-model-key": (
         "eval --checkpoint {tmp}/run/last.pt --set model.adaptive=false --device cpu",
         ["model.adaptive", "only data.* keys"]),
@@ -72,7 +75,8 @@ ROWS = {
 # Commands that must leave no folder behind when they refuse.
 NOT_CREATED = {"train-negative-lr": "r-lr", "train-out-of-range": "r-range",
                "synth-knob-type": "s", "unknown-set-key": "r-key", "ablate-set-takes-several": "ab",
-               "analyze-empty-dt": "an2"}
+               "analyze-empty-dt": "an2",
+               "rescore-cuda-without-cuda": "sc"}
 
 
 def _write_inputs(tmp: Path) -> None:
@@ -115,7 +119,8 @@ def _write_inputs(tmp: Path) -> None:
 def results(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
     tmp = tmp_path_factory.mktemp("cli_errors")
     _write_inputs(tmp)
-    env = {**os.environ, "ARKPOSE_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # No visible GPU, so that the --device cuda row means the same on a GPU machine.
+    env = {**os.environ, "ARKPOSE_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(arkpose.__file__).parents[1]),
                                          env.get("PYTHONPATH", "")])
     argvs = {name: argv.format(tmp=tmp).split() for name, (argv, _) in ROWS.items()}

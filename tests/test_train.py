@@ -211,18 +211,20 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
     argv = [
         "train", "--preset", "smoke", "--data", str(synth_dir), "--out", str(out),
         "--set", "data.input_size=64", "data.train_subset=16", "optim.batch_size=4",
-        "optim.epochs=3", "eval.val_images=4", "eval.every=1", "data.min_center_area=64",
+        "optim.epochs=6", "eval.val_images=4", "eval.every=1", "data.min_center_area=64",
         "tensorboard=true",
     ]
     assert arkpose_main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["epoch"] == 3
+    assert summary["epoch"] == 6
     assert sorted(os.listdir(out)) == [
         "best.pt", "config.yaml", "last.pt", "metrics.jsonl", "tensorboard", "train.log"
     ]
     records = train.read_metrics(out)
-    assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert records[-1]["loss"] < records[0]["loss"]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
+    # 16 images: single epochs are noisy (with 1 thread epoch 3 once measured above epoch 1);
+    # the mean of the last three epochs is below the first.
+    assert sum(r["loss"] for r in records[-3:]) / 3 < records[0]["loss"]
     for r in records:
         assert {"loss", "heatmap", "offset", "lr", "images_per_s", "data_wait"} <= set(r)
         assert r["images_per_s"] > 0 and r["effective_batch_size"] == 4
@@ -230,7 +232,7 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
     # 16 images in batches of 4: one loss-curve point per step, global step numbers, and
     # the points of an epoch average (image-weighted) to its loss.
     curve = curves.read_curves(out)
-    assert curve["loss_unit"] == "step" and [s for s, _ in curve["loss"]] == list(range(1, 13))
+    assert curve["loss_unit"] == "step" and [s for s, _ in curve["loss"]] == list(range(1, 25))
     for r in records:
         assert r["loss"] == pytest.approx(sum(v for _, v in r["loss_curve"]) / 4, rel=1e-9)
     assert curve["val"] == [[r["epoch"], r["val_AP"]] for r in records]
@@ -239,11 +241,11 @@ def test_smoke_trains_end_to_end_and_loss_falls(synth_dir, tmp_path, capsys):
 
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
-    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 13))
+    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, 25))
     assert [e.value for e in events.Scalars("epoch/val_AP")] == pytest.approx([r["val_AP"] for r in records])
     assert config.load_yaml(out / "config.yaml").data.input_size == 64
     state = torch.load(out / "last.pt", weights_only=True)
-    assert state["epoch"] == 3 and state["step"] == 0 and state["version"] == "0.1.0"
+    assert state["epoch"] == 6 and state["step"] == 0 and state["version"] == "0.1.0"
     assert {"model", "optimizer", "scheduler", "rng", "config", "metrics"} <= set(state)
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["epoch"] == best["best"]["epoch"] == state["best"]["epoch"]

@@ -69,6 +69,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"{', '.join(bad)} out of range: --max-images must be >= 0, "
                            "--epochs and --batch-size >= 1, --lr > 0")
     runtime.configure_threads()
+    try:
+        runtime.resolve_device(args.device)
+    except RuntimeError as err:  # CUDA asked for but absent
+        raise CommandError(f"--device {args.device}: {err}") from None
     out, report = rescore.rescore(
         args.checkpoint,
         data=args.data,
