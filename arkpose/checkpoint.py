@@ -1,16 +1,11 @@
 """Training checkpoints: atomic save, safe (``weights_only``) load, model rebuild.
 
 A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` can read:
-tensors, dicts, lists, tuples, numbers, strings, booleans and ``None`` only. Keys:
+tensors, dicts, lists, tuples, numbers, strings, booleans and ``None`` only. Its contents are
+defined in one place, :mod:`arkpose.train.state` (``_state`` builds the dict, ``_restore``
+loads it, ``STATE_KEYS`` / ``OPTIONAL_KEYS`` and the module docstring list the keys).
+This module adds one key when it saves:
 
-- ``model``: the unwrapped model's ``state_dict`` (never DDP's ``module.`` prefix);
-- ``optimizer``, ``scheduler`` (and ``scaler`` with fp16): their ``state_dict``\\ s;
-- ``epoch``: epochs finished; ``step``: batches finished inside epoch ``epoch`` (0 at an
-  epoch boundary; > 0 only when a run was interrupted mid-epoch);
-- ``rng``: python / numpy / torch (/ CUDA) generator states, see :func:`rng_state`;
-- ``config``: :func:`arkpose.config.to_dict` of the run's config;
-- ``metrics``: the latest metrics record (plus ``best`` bookkeeping);
-- ``version``: ``arkpose.__version__``;
 - ``paths``: ``{"data.root": ...}``, the config's data root relative to the checkpoint's
   folder (added by :func:`save_checkpoint`), so that :func:`load_model` finds the data from
   any working directory, and after the runs and the data moved together.

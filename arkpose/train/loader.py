@@ -1,0 +1,110 @@
+"""The training data of one process: the data check, the resumable sampler and
+:class:`TrainLoader` (batches as functions of seed, epoch, index and rank only)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from arkpose.config import Config
+from arkpose.train.distributed import DistEnv
+from arkpose.train.signals import _ignore_stop_signals
+
+
+class DataMissingError(FileNotFoundError):
+    """The data directory or its annotation file is not there."""
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def check_data(cfg: Config) -> None:
+    """Fail early, naming the fix, when the training data is not where the config says."""
+    root = Path(cfg.data.root)
+    synth = getattr(cfg.data, "synth_preset", "") or ""
+    if cfg.data.dataset == "synth":
+        fix = (
+            f"Generate SynthPose with `arkpose synth --out {root} --preset {synth or 'quick'}`"
+            ", or point --data at an existing SynthPose directory"
+        )
+    else:
+        fix = f"Pass --data DIR pointing at your {cfg.data.dataset.upper()} directory"
+    if not root.is_dir():
+        raise DataMissingError(f"data directory {root} does not exist. {fix}")
+    ann = root / cfg.data.train_ann
+    if not ann.is_file():
+        raise DataMissingError(
+            f"annotation file {ann} is missing (data.root={root}, data.train_ann="
+            f"{cfg.data.train_ann}). {fix}"
+        )
+
+
+class ResumableSampler(Sampler):
+    """A :class:`DistributedSampler` that can start ``skip`` indices into its epoch,
+    so a run resumed mid-epoch sees exactly the batches it had not seen yet."""
+
+    def __init__(self, base: DistributedSampler):
+        self.base = base
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+
+class TrainLoader:
+    """The training batches of one process: order, augmentation and worker seeds are
+    functions of (cfg.seed, epoch, index, rank) only, never of the model or the loss, so
+    every row of an ablation sees the same batches for a given seed (common random numbers)
+    and a resumed run sees the batches it had not seen yet. Call :meth:`set_epoch` first."""
+
+    def __init__(self, dataset: Any, cfg: Config, env: DistEnv):
+        self.dataset, self.seed, self.rank = dataset, cfg.seed, env.rank
+        self.sampler = ResumableSampler(DistributedSampler(
+            dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed
+        ))
+        # The loader draws its worker base seed from this generator, never from the global one.
+        self.generator = torch.Generator()
+        self.loader = DataLoader(
+            dataset, batch_size=cfg.optim.batch_size, sampler=self.sampler,
+            num_workers=cfg.data.workers, pin_memory=env.device.type == "cuda", drop_last=False,
+            generator=self.generator,
+            persistent_workers=False,  # workers must pick up dataset.set_epoch every epoch
+            worker_init_fn=_ignore_stop_signals,
+        )
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's order and augmentation draws; start ``skip`` samples in."""
+        self.sampler.set_epoch(epoch, skip)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch * 1009 + self.rank)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if key == "image" and channels_last:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
