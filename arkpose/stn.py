@@ -13,14 +13,13 @@ function. No file I/O.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from arkpose.data.transforms import normalize, resize_for_test
 from arkpose.model.adaptive import sampling_positions
 from arkpose.spec import OUTPUT_STRIDE
+from arkpose.stn_geometry import circular_corr
 
 
 def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -85,13 +84,9 @@ def taps_at(transform: torch.Tensor, points: torch.Tensor, dilation: int = 1) ->
 
 
 def circular_correlation(a_deg: torch.Tensor, b_deg: torch.Tensor) -> float:
-    """Circular correlation coefficient (Jammalamadaka-SenGupta) of two angle samples."""
-    a, b = torch.deg2rad(a_deg.double()), torch.deg2rad(b_deg.double())
-    mean_a = torch.atan2(torch.sin(a).mean(), torch.cos(a).mean())
-    mean_b = torch.atan2(torch.sin(b).mean(), torch.cos(b).mean())
-    sa, sb = torch.sin(a - mean_a), torch.sin(b - mean_b)
-    denom = math.sqrt(float((sa**2).sum() * (sb**2).sum()))
-    return float((sa * sb).sum() / denom) if denom > 0 else float("nan")
+    """Circular correlation coefficient (Jammalamadaka-SenGupta) of two angle samples
+    (:func:`arkpose.stn_geometry.circular_corr` on tensors)."""
+    return float(circular_corr(a_deg.double().cpu().numpy(), b_deg.double().cpu().numpy()))
 
 
 def _transforms(model: torch.nn.Module, image: np.ndarray, test_size: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -79,27 +80,20 @@ def damaged(draw) -> tuple[object, object]:
     return docs[0], docs[1]
 
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_N", 60)), deadline=None, database=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_N", "60")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.parametrize("load, own_error", [(load_analysis, AnalysisInputError),
+                                             (evaluate_coco, EvaluationError)],
+                         ids=["analysis-loader", "evaluation"])
 @FUZZ
 @given(docs=damaged())
-def test_analysis_loader_raises_only_its_own_error(docs):
+def test_a_loader_raises_only_its_own_error(load, own_error, docs):
     gt, dt = docs
     try:
-        load_analysis(gt, dt, COCO)
-    except AnalysisInputError:
-        pass
-
-
-@FUZZ
-@given(docs=damaged())
-def test_evaluation_raises_only_its_own_error(docs):
-    gt, dt = docs
-    try:
-        evaluate_coco(gt, dt, COCO)
-    except EvaluationError:
+        load(gt, dt, COCO)
+    except own_error:
         pass
 
 
