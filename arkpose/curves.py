@@ -49,26 +49,26 @@ class LossCurve:
         return point
 
 
-def open_tensorboard(cfg: Config, out_dir: Path):
-    """A ``SummaryWriter`` into ``out_dir/tensorboard`` when ``cfg.tensorboard``, else None."""
-    if not cfg.tensorboard:
-        return None
+def _summary_writer():
+    """torch's ``SummaryWriter`` class; a one-line ConfigError when tensorboard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
         raise ConfigError(
             "tensorboard=true needs the tensorboard package: pip install -e '.[tensorboard]' "
             "(or drop --set tensorboard=true; metrics.jsonl has the same numbers)") from err
-    return SummaryWriter(str(Path(out_dir) / TENSORBOARD_DIR))
+    return SummaryWriter
 
 
 def check_tensorboard(cfg: Config) -> None:
-    """Raise the :func:`open_tensorboard` error before a run folder is created."""
+    """Raise the missing-package error before a run folder is created."""
     if cfg.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            open_tensorboard(cfg, Path("."))  # raises the one-line ConfigError
+        _summary_writer()
+
+
+def open_tensorboard(cfg: Config, out_dir: Path):
+    """A ``SummaryWriter`` into ``out_dir/tensorboard`` when ``cfg.tensorboard``, else None."""
+    return _summary_writer()(str(Path(out_dir) / TENSORBOARD_DIR)) if cfg.tensorboard else None
 
 
 def write_epoch_scalars(board, record: dict[str, Any], global_step: int) -> None:
