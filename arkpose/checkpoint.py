@@ -203,7 +203,8 @@ def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> config_li
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model described by a checkpoint's config and load its weights.
 
-    Returns ``(model, cfg)``; the model is in eval mode on ``device``.
+    Returns ``(model, cfg)``; the model is in eval mode on ``device``. ``cfg.data.spec`` is
+    its keypoint layout, the ``spec`` the inference entry points (arkpose.inference) take.
     """
     from arkpose.model import build_model  # imported here: checkpoint io does not need it
 
@@ -222,9 +223,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         ) from err
     model.to(device).eval()  # build_model already made it channels-last when configured
     cfg.data.root = data_root(state, path)
-    # Inference reads the flip permutation from `model.spec` (arkpose.inference), so a
-    # loaded model carries its layout: no `spec=` needed for non-COCO keypoints.
-    model.spec = cfg.data.spec
     return model, cfg
 
 

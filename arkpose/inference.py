@@ -31,26 +31,13 @@ import torch
 
 from arkpose import decode
 from arkpose.config import DEFAULT_DECODE, QUALITIES, DecodeConfig
-from arkpose.spec import COCO, CROWDPOSE, OUTPUT_STRIDE, KeypointSpec
+from arkpose.spec import OUTPUT_STRIDE, KeypointSpec
 
 FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
 
 
 # ---------------------------------------------------------------------------------------
 # Flip test
-
-
-def _spec_for(model: torch.nn.Module, num_keypoints: int) -> KeypointSpec:
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, KeypointSpec):
-        return spec
-    for candidate in (COCO, CROWDPOSE):
-        if candidate.num_keypoints == num_keypoints:
-            return candidate
-    raise ValueError(
-        f"no built-in keypoint spec has {num_keypoints} keypoints; pass flip_index "
-        "(the spec's flip permutation) to flip_test"
-    )
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -81,9 +68,9 @@ def flip_test(
     The mirrored run sees ``flipped[..., 3:]`` shifted left by 3 px (zeros on the right),
     so its output pixel u' shows input column ``W - 4 - 4u'`` = ``4 (w - 1 - u')``: the
     maps flip back exactly onto the grid. Heatmaps come back through ``flip_index`` (the
-    spec's left/right permutation; default from ``model.spec`` or the built-in spec with
-    K keypoints); offsets are first turned into absolute keypoint maps, then permuted,
-    mirrored (``x -> w - 1 - x``) and flipped back.
+    spec's left/right permutation, ``spec.flip_index``; needed when ``flip``); offsets are
+    first turned into absolute keypoint maps, then permuted, mirrored (``x -> w - 1 - x``)
+    and flipped back.
 
     Returns (all on the stride-4 grid ``h = H/4, w = W/4``, float32):
         ``heatmaps (N, K, h, w)``, ``center (N, 1, h, w)`` (averages of the two runs) and
@@ -97,7 +84,8 @@ def flip_test(
     if not flip:
         return {"heatmaps": out["heatmaps"], "center": out["center"], "keypoints": keypoints}
     if flip_index is None:
-        flip_index = _spec_for(model, K).flip_index
+        raise ValueError(f"the flip test needs flip_index (the keypoint spec's flip permutation, "
+                         f"e.g. cfg.data.spec.flip_index) for the model's {K} keypoints")
     perm = torch.as_tensor(list(flip_index), dtype=torch.long, device=x.device)
     if perm.numel() != K:
         raise ValueError(f"flip_index has {perm.numel()} entries for {K} keypoints")
@@ -237,7 +225,7 @@ def _to_original(poses: torch.Tensor, info: Any) -> torch.Tensor:
 def infer_image(
     model: torch.nn.Module,
     image: Any,
-    spec: KeypointSpec | None = None,
+    spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,
     test_size: int = 512,
@@ -250,8 +238,8 @@ def infer_image(
     Returns ``{quality: (poses (P, K, 3) x/y/joint score, scores (P,))}``. "heatmap" needs
     ``sample`` (a raw dataset sample with ``keypoints``, optionally ``iscrowd``): its
     labelled ground-truth poses are the grouping cues (:func:`arkpose.decode.heatmap_poses`).
-    ``spec`` gives the flip permutation; None: ``model.spec`` or the built-in spec with
-    the model's number of keypoints. ``settings``: the decoding (``cfg.eval.decode``);
+    ``spec``: the model's keypoint layout (``cfg.data.spec``), for the flip permutation.
+    ``settings``: the decoding (``cfg.eval.decode``);
     ``test_size``: the short side at scale 1 (``cfg.eval.test_size``); ``score_fn``: the
     final poses' score (the learned scoring), default the mean joint score.
     """
@@ -260,7 +248,7 @@ def infer_image(
     if bad:
         raise ValueError(f"unknown quality {bad[0]!r}; choose from {QUALITIES}")
     img = load_image(image)
-    fused = fuse_scales(model, img, spec.flip_index if spec else None, settings, test_size)
+    fused = fuse_scales(model, img, spec.flip_index, settings, test_size)
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if "regression" in qualities or "final" in qualities:
         res = decode.parse(fused.heatmaps, fused.centers, fused.keypoints, settings,
@@ -308,7 +296,7 @@ def to_coco(
 def predict(
     model: torch.nn.Module,
     image: Any,
-    spec: KeypointSpec | None = None,
+    spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,
     test_size: int = 512,
@@ -318,9 +306,8 @@ def predict(
 ) -> list[dict]:
     """Poses in one image as COCO result dicts (original pixels), best first.
 
-    ``image``: uint8 ``(H, W, 3)`` RGB array, PIL image or file path. ``spec`` (its flip
-    permutation) defaults to ``model.spec`` or the built-in spec with the model's number
-    of keypoints; ``settings``, ``test_size``, ``score_fn`` as :func:`infer_image`.
+    ``image``: uint8 ``(H, W, 3)`` RGB array, PIL image or file path; ``spec``,
+    ``settings``, ``test_size``, ``score_fn`` as :func:`infer_image`.
     ``quality`` is "final" or "regression". No person found -> ``[]``.
     """
     if quality not in ("final", "regression"):
@@ -334,7 +321,7 @@ def predict(
 def predict_dataset(
     model: torch.nn.Module,
     dataset: Any,
-    spec: KeypointSpec | None = None,
+    spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,
     test_size: int = 512,
@@ -344,7 +331,8 @@ def predict_dataset(
     score_fn: decode.ScoreFn | None = None,
 ) -> tuple[dict[str, list[dict]], list[int]]:
     """COCO results of every image of a raw dataset (``dataset[i]`` has ``image``,
-    ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``).
+    ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``); ``spec`` and
+    the rest as :func:`infer_image`.
 
     Images go through the network one at a time (their sizes differ). ``max_images > 0``
     takes the first N. Returns ``({quality: detections}, image_ids)``.
@@ -352,7 +340,6 @@ def predict_dataset(
     from arkpose.progress import bar as progress_bar
 
     qualities = tuple(qualities)
-    spec = spec or getattr(dataset, "spec", None)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     dets: dict[str, list[dict]] = {q: [] for q in qualities}
     ids: list[int] = []

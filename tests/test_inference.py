@@ -92,7 +92,6 @@ class PerfectModel(nn.Module):
     def __init__(self, persons: list[np.ndarray], size: tuple[int, int], short: int = 256):
         super().__init__()
         self.persons, self.size, self.short = persons, size, short
-        self.spec = COCO
 
     def forward(self, x):
         _n, _, H, W = x.shape
@@ -136,7 +135,7 @@ def test_predict_on_an_empty_image_gives_an_empty_list():
             z = torch.zeros(n, K, H // 4, W // 4)
             return {"heatmaps": z, "center": z[:, :1], "offsets": torch.cat([z, z], 1)}
 
-    assert arkpose.predict(Nothing(), np.zeros((123, 77, 3), np.uint8)) == []
+    assert arkpose.predict(Nothing(), np.zeros((123, 77, 3), np.uint8), COCO) == []
 
 
 def test_predict_with_many_persons_caps_at_max_people():
@@ -165,7 +164,6 @@ def test_multi_scale_keeps_reference_coordinates():
                     "offsets": t["offsets"][None]}
 
     model = ScaleAware()
-    model.spec = COCO
     dets = arkpose.predict(model, np.zeros((512, 512, 3), np.uint8), COCO,
                            DecodeConfig(flip=False, scales=(0.5, 1.0, 2.0)), test_size=256)
     assert len(dets) == 1  # the other scales' duplicates are suppressed by the pose NMS
