@@ -66,9 +66,8 @@ def _inputs(seed, n=2, c=3, o=2, h=5, w=6, scale=1.5):
 
 @pytest.mark.parametrize("path", adaptive.CPU_SAMPLERS)
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_matches_direct_loop_forward_and_gradients(dilation, path, monkeypatch):
+def test_matches_direct_loop_forward_and_gradients(dilation, path):
     # Every CPU training sampler (the leaves require grad, so the training path runs).
-    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", path)
     x, t, wt = _inputs(dilation)
     pos_y, pos_x = sampling_positions(t, dilation)
     h, w = x.shape[-2:]
@@ -77,7 +76,7 @@ def test_matches_direct_loop_forward_and_gradients(dilation, path, monkeypatch):
     assert outside.any() and partial.any(), "the test must sample outside and across the border"
 
     leaves = [v.clone().requires_grad_() for v in (x, t, wt)]
-    ours = adaptive_conv2d(*leaves, dilation=dilation)
+    ours = adaptive_conv2d(*leaves, dilation=dilation, sampler=path)
     ref_leaves = [v.clone().requires_grad_() for v in (x, t, wt)]
     ref = direct_adaptive_conv(*ref_leaves, dilation=dilation)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
@@ -183,9 +182,8 @@ def test_padded_sampler_gradcheck_far_outside_and_on_the_grid():
 
 
 @pytest.mark.parametrize("needs", ["x", "T", "weight"])
-def test_padded_sampler_partial_gradients_in_float32(needs, monkeypatch):
+def test_padded_sampler_partial_gradients_in_float32(needs):
     # Only some inputs need a gradient (frozen layers); float32 channels-last input.
-    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", "padded")
     x, t, wt = _inputs(10, n=2, c=8, o=4, h=6, w=7, scale=0.8)
     ref_leaves = [v.clone().requires_grad_() for v in (x, t, wt)]
     up = torch.randn(2, 4, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
@@ -193,12 +191,12 @@ def test_padded_sampler_partial_gradients_in_float32(needs, monkeypatch):
     k = ("x", "T", "weight").index(needs)
     leaves = [x.float().contiguous(memory_format=torch.channels_last), t.float(), wt.float()]
     leaves[k].requires_grad_()
-    (grad,) = torch.autograd.grad(adaptive_conv2d(*leaves, dilation=1), leaves[k], up.float())
+    (grad,) = torch.autograd.grad(adaptive_conv2d(*leaves, dilation=1, sampler="padded"), leaves[k],
+                                  up.float())
     torch.testing.assert_close(grad.double(), ref[k], rtol=1e-4, atol=1e-4)
 
 
-def test_unknown_sampler_is_refused(monkeypatch):
-    monkeypatch.setattr(adaptive, "CPU_TRAINING_SAMPLER", "deform")
+def test_unknown_sampler_is_refused():
     x, t, wt = _inputs(12)
-    with pytest.raises(ValueError, match="CPU_TRAINING_SAMPLER"):
-        adaptive_conv2d(x, t, wt.requires_grad_())
+    with pytest.raises(ValueError, match="sampler"):
+        adaptive_conv2d(x, t, wt.requires_grad_(), sampler="deform")

@@ -9,7 +9,13 @@ import torch
 
 from arkpose.config import ModelConfig, preset
 from arkpose.loss import compute_losses
-from arkpose.model import AdaptiveUnit, RegularUnit, build_model, count_params_and_macs
+from arkpose.model import (
+    AdaptiveConv2d,
+    AdaptiveUnit,
+    RegularUnit,
+    build_model,
+    count_params_and_macs,
+)
 from arkpose.runtime import configure_threads
 
 configure_threads()  # ARKPOSE_THREADS; torch's default (all cores) thrashes on shared CPUs
@@ -178,3 +184,12 @@ def test_nano_overfits_four_synthetic_images():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] * 5 <= losses[0], losses
+
+
+@pytest.mark.parametrize("sampler", ["auto", "grid_sample"])
+def test_build_model_passes_the_cpu_sampler_to_every_adaptive_conv(sampler):
+    model = build_model(NANO, 3, cpu_sampler=sampler)
+    convs = [m for m in model.modules() if isinstance(m, AdaptiveConv2d)]
+    assert convs and all(m.sampler == sampler for m in convs)
+    with pytest.raises(ValueError, match="sampler"):
+        build_model(NANO, 3, cpu_sampler="deform")

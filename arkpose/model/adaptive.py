@@ -21,8 +21,8 @@ backward of that call sorts all 4·9·N·H·W indices and gathers per corner, so
 uses :class:`PaddedBilinear` instead: the same forward on a zero-padded table, and a
 hand-written backward (one sort of 9·N·H·W top-left corners, weighted segment sums for the
 input gradient, two gathers of the bilinear weight derivatives for the position gradient).
-The sampler is selectable (:data:`CPU_TRAINING_SAMPLER`); every path is tested against a
-direct per-pixel loop. Sampling positions are computed in at least float32.
+The CPU training sampler is an argument (``sampler``, one of :data:`CPU_SAMPLERS`); every path
+is tested against a direct per-pixel loop. Sampling positions are computed in at least float32.
 """
 
 from __future__ import annotations
@@ -185,20 +185,28 @@ class PaddedBilinear(torch.autograd.Function):
 # bilinear_columns), "grid_sample", or "auto": padded from PADDED_MIN_CHANNELS channels up,
 # grid_sample below (measured at batch 16, 16x16-64x64, 1 thread: padded ~1.3-1.5x faster
 # at 24-64 channels, even at 16, ~1.3x slower at 8). Inference, and training on other
-# devices, use bilinear_columns.
-CPU_TRAINING_SAMPLER = "auto"
+# devices, use bilinear_columns whatever the sampler.
 CPU_SAMPLERS = ("auto", "padded", "embedding_bag", "grid_sample")
 PADDED_MIN_CHANNELS = 16
 
 
+def check_sampler(sampler: str) -> None:
+    if sampler not in CPU_SAMPLERS:
+        raise ValueError(f"the adaptive conv's CPU training sampler must be one of "
+                         f"{CPU_SAMPLERS}, got {sampler!r}")
+
+
 def adaptive_conv2d(
-    x: torch.Tensor, transform: torch.Tensor, weight: torch.Tensor, dilation: int = 1
+    x: torch.Tensor, transform: torch.Tensor, weight: torch.Tensor, dilation: int = 1,
+    *, sampler: str = "auto",
 ) -> torch.Tensor:
     """Adaptive 3x3 conv, stride 1, no bias.
 
-    x: (N, C, H, W); transform: (N, 4, H, W) per-pixel T; weight: (O, C, 3, 3).
+    x: (N, C, H, W); transform: (N, 4, H, W) per-pixel T; weight: (O, C, 3, 3); ``sampler``:
+    how CPU training samples (one of :data:`CPU_SAMPLERS`, see above).
     Returns (N, O, H, W) (channels-last memory except on the grid_sample path).
     """
+    check_sampler(sampler)
     n, c, h, w = x.shape
     o = weight.shape[0]
     if weight.shape[1:] != (c, 3, 3):
@@ -209,9 +217,8 @@ def adaptive_conv2d(
     precise = transform.to(torch.promote_types(transform.dtype, torch.float32))
     pos_y, pos_x = sampling_positions(precise, dilation)
     training = torch.is_grad_enabled() and (x.requires_grad or transform.requires_grad or weight.requires_grad)
-    sampler = CPU_TRAINING_SAMPLER if training and x.device.type == "cpu" else "embedding_bag"
-    if sampler not in CPU_SAMPLERS:
-        raise ValueError(f"CPU_TRAINING_SAMPLER must be one of {CPU_SAMPLERS}, got {sampler!r}")
+    if not (training and x.device.type == "cpu"):
+        sampler = "embedding_bag"
     if sampler == "auto":
         sampler = "padded" if c >= PADDED_MIN_CHANNELS else "grid_sample"
     if sampler == "grid_sample":
@@ -228,11 +235,14 @@ def adaptive_conv2d(
 
 
 class AdaptiveConv2d(nn.Module):
-    """3x3 adaptive conv (no bias) whose taps follow a per-pixel transform; see module doc."""
+    """3x3 adaptive conv (no bias) whose taps follow a per-pixel transform; see module doc.
+    ``sampler``: how CPU training samples (:data:`CPU_SAMPLERS`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1, sampler: str = "auto"):
         super().__init__()
+        check_sampler(sampler)
         self.in_channels, self.out_channels, self.dilation = in_channels, out_channels, dilation
+        self.sampler = sampler
         self.kernel_size = (3, 3)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         self.reset_parameters()
@@ -243,10 +253,11 @@ class AdaptiveConv2d(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
-        return adaptive_conv2d(x, transform, self.weight, self.dilation)
+        return adaptive_conv2d(x, transform, self.weight, self.dilation, sampler=self.sampler)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, dilation={self.dilation}"
+        sampler = "" if self.sampler == "auto" else f", sampler={self.sampler!r}"
+        return f"{self.in_channels}, {self.out_channels}, dilation={self.dilation}{sampler}"
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -258,21 +269,22 @@ class AdaptiveUnit(nn.Module):
 
     ``out = relu(bn1(aconv1(x; T1))); out = bn2(aconv2(out; T2)); return relu(out + x)``,
     T1 = tconv1(x), T2 = tconv2(x). forward(x (N, C, H, W)) -> (out (N, C, H, W),
-    {"t1": T1, "t2": T2} each (N, 4, H, W)).
+    {"t1": T1, "t2": T2} each (N, 4, H, W)). ``sampler``: the adaptive convs' CPU training
+    sampler.
     """
 
     adaptive = True
     # Submodules whose weights the heatmap head ties across its dilated branches.
     tied = ("tconv1", "aconv1", "tconv2", "aconv2")
 
-    def __init__(self, channels: int, dilation: int = 1):
+    def __init__(self, channels: int, dilation: int = 1, sampler: str = "auto"):
         super().__init__()
         self.dilation = dilation
         self.tconv1 = nn.Conv2d(channels, 4, 3, padding=1, bias=True)
-        self.aconv1 = AdaptiveConv2d(channels, channels, dilation)
+        self.aconv1 = AdaptiveConv2d(channels, channels, dilation, sampler)
         self.bn1 = _bn(channels)
         self.tconv2 = nn.Conv2d(channels, 4, 3, padding=1, bias=True)
-        self.aconv2 = AdaptiveConv2d(channels, channels, dilation)
+        self.aconv2 = AdaptiveConv2d(channels, channels, dilation, sampler)
         self.bn2 = _bn(channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -306,8 +318,9 @@ class RegularUnit(nn.Module):
         return F.relu(out + x), {}
 
 
-def make_unit(channels: int, dilation: int = 1, adaptive: bool = True) -> nn.Module:
-    return AdaptiveUnit(channels, dilation) if adaptive else RegularUnit(channels, dilation)
+def make_unit(channels: int, dilation: int = 1, adaptive: bool = True, sampler: str = "auto") -> nn.Module:
+    """An :class:`AdaptiveUnit` (with the CPU training ``sampler``) or a :class:`RegularUnit`."""
+    return AdaptiveUnit(channels, dilation, sampler) if adaptive else RegularUnit(channels, dilation)
 
 
 def tie_weights(units: list[nn.Module]) -> None:

@@ -20,18 +20,19 @@ class HeatmapHead(nn.Module):
     The branches share their conv weights (T convs and sampling convs) but not the T convs'
     biases nor the BNs; the shared classifier (with bias) is applied to each branch and the
     outputs are averaged. forward(F (N, C_in, h, w)) -> (heatmaps (N, K, h, w), transforms
-    {"heatmap.<b>.t1" | "heatmap.<b>.t2": (N, 4, h, w)}).
+    {"heatmap.<b>.t1" | "heatmap.<b>.t2": (N, 4, h, w)}). ``sampler``: the adaptive
+    units' CPU training sampler.
     """
 
     def __init__(
         self, in_channels: int, channels: int, num_keypoints: int,
-        dilations: tuple[int, ...] = (1, 2, 3), adaptive: bool = True,
+        dilations: tuple[int, ...] = (1, 2, 3), adaptive: bool = True, sampler: str = "auto",
     ):
         super().__init__()
         if not dilations:
             raise ValueError("the heatmap head needs at least one dilation")
         self.transition = _transition(in_channels, channels)
-        self.branches = nn.ModuleList(make_unit(channels, d, adaptive) for d in dilations)
+        self.branches = nn.ModuleList(make_unit(channels, d, adaptive, sampler) for d in dilations)
         tie_weights(list(self.branches))
         self.classifier = nn.Conv2d(channels, num_keypoints, 1)
 
@@ -52,13 +53,14 @@ class RegressionHead(nn.Module):
     forward(x (N, C_in, h, w)) -> (offsets (N, 2K, h, w), center (N, 1, h, w), transforms
     {"regression.t1" | "regression.t2": (N, 4, h, w)}). The classifier's last output
     channel is the center heatmap; the 2K offsets are keypoint − position in grid pixels,
-    [x0, y0, x1, y1, ...] (arkpose convention).
+    [x0, y0, x1, y1, ...] (arkpose convention). ``sampler`` as :class:`HeatmapHead`.
     """
 
-    def __init__(self, in_channels: int, channels: int, num_keypoints: int, adaptive: bool = True):
+    def __init__(self, in_channels: int, channels: int, num_keypoints: int, adaptive: bool = True,
+                 sampler: str = "auto"):
         super().__init__()
         self.transition = _transition(in_channels, channels)
-        self.unit = make_unit(channels, 1, adaptive)
+        self.unit = make_unit(channels, 1, adaptive, sampler)
         self.classifier = nn.Conv2d(channels, 2 * num_keypoints + 1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

@@ -135,17 +135,21 @@ def init_weights(model: nn.Module, unit_init: str = "official", seed: int | None
                 nn.init.zeros_(tconv.bias)
 
 
-def build_model(cfg: ModelConfig, num_keypoints: int, seed: int | None = None) -> PoseNet:
+def build_model(
+    cfg: ModelConfig, num_keypoints: int, seed: int | None = None, *, cpu_sampler: str = "auto"
+) -> PoseNet:
     """The network ``cfg`` describes, initialised by :func:`init_weights` with
-    ``cfg.unit_init`` and ``seed`` (channels-last if configured)."""
+    ``cfg.unit_init`` and ``seed`` (channels-last if configured); its adaptive convs train
+    on the CPU with ``cpu_sampler`` (:data:`arkpose.model.adaptive.CPU_SAMPLERS`)."""
     if num_keypoints < 1:
         raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
     shape = backbone_shape(cfg.backbone, cfg.backbone_widths, cfg.backbone_modules, cfg.backbone_blocks)
     backbone = HRNet(shape)
     c = backbone.out_channels
-    heat = HeatmapHead(c, cfg.heatmap_channels, num_keypoints, tuple(cfg.heatmap_dilations), cfg.adaptive)
+    heat = HeatmapHead(c, cfg.heatmap_channels, num_keypoints, tuple(cfg.heatmap_dilations),
+                       cfg.adaptive, cpu_sampler)
     reg_in = c + num_keypoints if cfg.guidance else c
-    reg = RegressionHead(reg_in, cfg.regression_channels, num_keypoints, cfg.adaptive)
+    reg = RegressionHead(reg_in, cfg.regression_channels, num_keypoints, cfg.adaptive, cpu_sampler)
     model = PoseNet(backbone, heat, reg, cfg.guidance, cfg.channels_last)
     if model.backbone.conv1.weight.device.type != "meta":  # meta models only carry shapes
         init_weights(model, cfg.unit_init, seed)

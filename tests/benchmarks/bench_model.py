@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from arkpose.config import ModelConfig, preset
 from arkpose.loss import compute_losses
-from arkpose.model import adaptive, adaptive_conv2d, build_model, count_params_and_macs
+from arkpose.model import adaptive_conv2d, build_model, count_params_and_macs
 from arkpose.runtime import configure_threads
 
 
@@ -69,7 +69,6 @@ def bench_adaptive_conv(repeats: int) -> None:
 
 def bench_adaptive_train(repeats: int) -> None:
     """Forward + backward of one adaptive conv per CPU training sampler, A/B in one run."""
-    default = adaptive.CPU_TRAINING_SAMPLER
     for c in (16, 48, 64):
         x = torch.randn(16, c, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
         t = (torch.eye(2).reshape(1, 4, 1, 1) + 0.3 * torch.randn(16, 4, 32, 32)).requires_grad_()
@@ -77,12 +76,11 @@ def bench_adaptive_train(repeats: int) -> None:
         grad = torch.randn(16, c, 32, 32)
         times = {}
         for sampler in ("padded", "embedding_bag", "grid_sample"):
-            adaptive.CPU_TRAINING_SAMPLER = sampler
             times[sampler] = best_of(
-                lambda x=x, t=t, w=w, g=grad: adaptive_conv2d(x, t, w, 1).backward(g), repeats
+                lambda x=x, t=t, w=w, g=grad, s=sampler: adaptive_conv2d(x, t, w, 1, sampler=s).backward(g),
+                repeats,
             )
         regular = best_of(lambda x=x, w=w, g=grad: F.conv2d(x, w, padding=1).backward(g), repeats)
-        adaptive.CPU_TRAINING_SAMPLER = default
         cells = ", ".join(f"{k} {1000 * v:.1f}" for k, v in times.items())
         print(f"adaptive conv fwd+bwd {c}->{c} at 32x32, batch 16 (ms): {cells}; regular conv2d {1000 * regular:.1f}")
 
