@@ -21,6 +21,8 @@ from tiny_config import tiny_train_config
 from arkpose import checkpoint as ckpt
 from arkpose import config, curves, train
 from arkpose.cli import main as arkpose_main
+from arkpose.train import signals as train_signals
+from arkpose.train import step as train_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,7 +139,7 @@ def test_cli_overrides_reach_the_config(tmp_path):
     assert cfg.name == "quick" and cfg.data.root == str(tmp_path) and out == tmp_path / "r"
     assert cfg.model.adaptive is False and cfg.optim.epochs == 3 and cfg.loss.tradeoff is False
     cfg, out = train.config_from_args(train.build_parser().parse_args(["--preset", "smoke"]))
-    assert out == train.Path("runs/smoke") and cfg.data.root == "data/synthpose-smoke"
+    assert out == Path("runs/smoke") and cfg.data.root == "data/synthpose-smoke"
 
 
 @pytest.mark.parametrize(
@@ -174,15 +176,15 @@ def test_unknown_preset_is_an_argparse_error(capsys):
 
 def test_amp_needs_cuda():
     with pytest.raises(config.ConfigError, match="needs a CUDA device.*optim.amp=none"):
-        train._check_amp("bf16", torch.device("cpu"))
+        train_steps._check_amp("bf16", torch.device("cpu"))
     with pytest.raises(config.ConfigError, match="use none, bf16 or fp16"):
-        train._check_amp("fp8", torch.device("cpu"))
-    train._check_amp("none", torch.device("cpu"))
+        train_steps._check_amp("fp8", torch.device("cpu"))
+    train_steps._check_amp("none", torch.device("cpu"))
 
 
 def test_oom_message_names_the_knobs():
     cfg = config.preset("coco-w32")
-    text = train._oom_message(cfg, train.DistEnv())
+    text = train_steps._oom_message(cfg, train.DistEnv())
     assert "optim.batch_size=6" in text and "data.input_size" in text and "bf16" in text
 
 
@@ -319,7 +321,7 @@ def test_corrupt_last_checkpoint_on_resume(synth_dir, straight_run, tmp_path, ca
 
 
 def test_second_ctrl_c_aborts_at_once():
-    flag = train._StopFlag()
+    flag = train_signals._StopFlag()
     flag.install()
     try:
         os.kill(os.getpid(), signal.SIGINT)

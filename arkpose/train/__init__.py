@@ -31,69 +31,32 @@ The package, one job a module:
 - :mod:`~arkpose.train.validation`: validation during training;
 - :mod:`~arkpose.train.cli`: the command line (``__main__`` runs it).
 
-Everything is re-exported here: use ``from arkpose import train`` and ``train.NAME``.
+The public names are re-exported here: use ``from arkpose import train`` and ``train.NAME``
+(private helpers stay in their modules).
 The loop looks :func:`train_step` and :func:`validate` up on this package when it calls
 them, and :func:`main` looks up :func:`train` here, so patching ``train.NAME`` takes effect.
 """
 
-from pathlib import Path
-
 from arkpose.train.cli import build_parser, config_from_args, main
-from arkpose.train.distributed import DistEnv, _any_rank, _gather_rng, setup_distributed
-from arkpose.train.loader import (
-    DataMissingError,
-    ResumableSampler,
-    TrainLoader,
-    _to_device,
-    check_data,
-)
-from arkpose.train.loop import LOG, _run, train
-from arkpose.train.rundir import (
-    BEST,
-    CONFIG_FILE,
-    LAST,
-    LOG_FILE,
-    METRICS,
-    _format_record,
-    _setup_logging,
-    _truncate_metrics,
-    read_metrics,
-)
+from arkpose.train.distributed import DistEnv, setup_distributed
+from arkpose.train.loader import DataMissingError, ResumableSampler, TrainLoader, check_data
+from arkpose.train.loop import LOG, train
+from arkpose.train.rundir import BEST, CONFIG_FILE, LAST, LOG_FILE, METRICS, read_metrics
 from arkpose.train.signals import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     TrainingInterrupted,
-    _ignore_stop_signals,
-    _StopFlag,
 )
-from arkpose.train.state import (
-    OPTIONAL_KEYS,
-    STATE_KEYS,
-    _restore,
-    _state,
-    _warn_config_changes,
-)
-from arkpose.train.step import (
-    OutOfMemory,
-    _autocast,
-    _check_amp,
-    _check_finite,
-    _oom_message,
-    lr_milestones,
-    make_scheduler,
-    train_step,
-)
-from arkpose.train.validation import _improved, validate
+from arkpose.train.state import OPTIONAL_KEYS, STATE_KEYS
+from arkpose.train.step import OutOfMemory, lr_milestones, make_scheduler, train_step
+from arkpose.train.validation import validate
 
 __all__ = [
     "BEST", "CONFIG_FILE", "EXIT_BAD_INPUT", "EXIT_ERROR", "EXIT_SIGINT", "EXIT_SIGTERM",
     "LAST", "LOG", "LOG_FILE", "METRICS", "OPTIONAL_KEYS", "STATE_KEYS", "DataMissingError",
-    "DistEnv", "OutOfMemory", "Path", "ResumableSampler", "TrainLoader", "TrainingInterrupted",
-    "_StopFlag", "_any_rank", "_autocast", "_check_amp", "_check_finite", "_format_record",
-    "_gather_rng", "_ignore_stop_signals", "_improved", "_oom_message", "_restore", "_run",
-    "_setup_logging", "_state", "_to_device", "_truncate_metrics", "_warn_config_changes",
+    "DistEnv", "OutOfMemory", "ResumableSampler", "TrainLoader", "TrainingInterrupted",
     "build_parser", "check_data", "config_from_args", "lr_milestones", "main",
     "make_scheduler", "read_metrics", "setup_distributed", "train", "train_step", "validate",
 ]
