@@ -27,7 +27,7 @@ ablations: $(STAMP)
 
 # Copy the quick report's tables and provenance to docs/results/ and quote them in the README.
 results: $(STAMP)
-	$(PY) -m arkpose.ablation_report reports/table4-quick
+	$(PY) -m arkpose.publish reports/table4-quick
 
 # Jupyter Lab at the repository root (the notebooks find the project from notebooks/ too);
 # it prints the URL with its token. LAB_ARGS passes more, e.g. LAB_ARGS="--port 8890 --no-browser".

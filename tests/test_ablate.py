@@ -239,7 +239,7 @@ def test_analysis_json_round_trip_keeps_nan(real_fixtures, tmp_path):
 
 
 def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
-    from arkpose import ablation_report as report
+    from arkpose import publish as report
 
     rep = tmp_path / "reports" / "table4-quick"
     rep.mkdir(parents=True)
