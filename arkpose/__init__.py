@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy: `import arkpose` stays light; `arkpose.predict` pulls in torch and the model code.
+    # lazy: `import arkpose` stays light; `arkpose.predict` pulls in torch and the model code.
     if name == "predict":
         from arkpose.inference import predict
 

@@ -31,9 +31,10 @@ from typing import Any
 import yaml
 
 import arkpose
+from arkpose import analysis, provenance
 from arkpose import config as config_lib
-from arkpose import provenance
 from arkpose.config import QUALITIES
+from arkpose.data import synth
 from arkpose.jsonio import write_json
 from arkpose.provenance import IDENTITY_FILE, identity, read_identity
 
@@ -146,8 +147,6 @@ def ensure_data(cfg: config_lib.Config, *, progress: bool = True) -> Path:
             f"no dataset at {root} (expected {cfg.data.train_ann} and {cfg.data.val_ann}); "
             "point --data at your COCO/CrowdPose copy"
         )
-    from arkpose.data import synth
-
     try:
         return Path(synth.generate(root, preset=cfg.data.synth_preset, seed=0, progress=progress))
     except synth.SynthError as err:
@@ -262,7 +261,7 @@ DONE_FILE = "done.json"  # written when a row's training has finished
 
 def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Path:
     """Train one row (resuming an interrupted run); returns the final checkpoint path."""
-    from arkpose import train
+    from arkpose import train  # lazy: torch (~1.3 s); planning and reading runs need none
 
     done = out / DONE_FILE
     if not done.is_file():
@@ -290,14 +289,14 @@ def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ..
     """Evaluate ``checkpoint`` with the job's settings for each quality not yet on disk."""
     todo = [q for q in qualities if not (out / q / "metrics.json").is_file()]
     if todo:
-        from arkpose import checkpoint as ckpt
-        from arkpose import evaluate
+        from arkpose import checkpoint as ckpt  # lazy: torch (~1.3 s)
+        from arkpose import evaluate  # lazy: pandas and the COCO tools (~0.5 s)
 
         t0 = time.perf_counter()
         model, _ = ckpt.load_model(checkpoint)
         score_fn = None
         if scorer is not None:
-            from arkpose import rescore
+            from arkpose import rescore  # lazy: torch (~1.3 s)
 
             score_fn = rescore.load_score_fn(scorer, job.cfg.data.spec, job.cfg.eval.scoring_mode)
         evaluate.evaluate_model(model, job.cfg, split="val", qualities=tuple(todo),
@@ -321,8 +320,6 @@ def analysis_compat(cfg: config_lib.Config) -> str:
 
 def analyse_row(cfg: config_lib.Config, eval_dir: Path, out: Path, qualities: tuple[str, ...]) -> None:
     """Ronchi-Perona analysis of each quality's detections (numbers only; plots in notebooks)."""
-    from arkpose import analysis
-
     gt = Path(cfg.data.root) / cfg.data.val_ann
     for quality in qualities:
         target = out / quality / "analysis.json"
@@ -341,7 +338,7 @@ SCORER_DIR = "scorer"
 def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], None],
                   progress: bool) -> Path:
     """The learned scorer of the job's trained run (trained from its checkpoint when absent)."""
-    from arkpose import rescore
+    from arkpose import rescore  # lazy: torch (~1.3 s)
 
     folder = job.train_folder / SCORER_DIR
     ident = identity({"kind": "scorer", "arkpose": arkpose.__version__,
@@ -424,7 +421,7 @@ def run_ablation(
     Bad input (a ``seed`` override, a runs folder of an older arkpose) raises
     :class:`AblationError` before anything in the runs folder is written.
     """
-    from arkpose import ablation_report  # it imports this module
+    from arkpose import ablation_report  # lazy: it imports this module
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     extra = list(overrides or [])
@@ -436,7 +433,7 @@ def run_ablation(
         base.data.root = data_root
         base.data.synth_preset = ""
     config_lib.apply_overrides(base, extra)
-    from arkpose import launch
+    from arkpose import launch  # lazy: it imports this module
 
     launch.check(base.launch)
     seeds = tuple(range(base.ablation_seeds)) if seeds is None else tuple(seeds)

@@ -13,15 +13,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from arkpose import config as config_lib
 from arkpose import provenance, stats, strata
 from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
+from arkpose.analysis import AnalysisResult
+from arkpose.analysis.errors import ERROR_TYPES
 from arkpose.data import split_paths
 from arkpose.evaluate import MATCHING_FILE
 from arkpose.jsonio import atomic_path, write_json
 from arkpose.provenance import markdown_block, read_identity
+from arkpose.stats import format_interval
 
 
 def load_summary(run_root: str | Path) -> dict[str, Any]:
@@ -217,18 +221,10 @@ def deltas_display(deltas: pd.DataFrame) -> pd.DataFrame:
     return table[columns].set_index(["component", "quality"])
 
 
-def format_interval(mean: float, low: float, high: float, digits: int = 1) -> str:
-    """``"22.1 [20.3, 23.8]"``; ``"22.1 [?]"`` when the interval is unknown (one seed)."""
-    if math.isnan(low) or math.isnan(high):
-        return f"{mean:.{digits}f} [?]"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def forest_plot(deltas: pd.DataFrame, title: str = ""):
     """Each component's ΔAP with its 95% CI (ours, one panel per quality) and the paper's Δ
     as a marker. ``deltas``: :func:`deltas_with_paper`."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # lazy: matplotlib (~0.5 s); the report's tables need none
 
     components = list(dict.fromkeys(deltas["component"]))
     fig, axes = plt.subplots(1, len(QUALITIES), figsize=(4 * len(QUALITIES), 0.6 * len(components) + 1.6),
@@ -301,9 +297,6 @@ def error_frame(run_root: str | Path, summary: dict) -> pd.DataFrame:
     """Every (row, seed, quality)'s Ronchi-Perona numbers, long format: ``metric``
     "percent" (% of the matched persons' keypoints per error type) or "ap" (AP points gained
     by fixing the error type alone, area all, mean over OKS .50:.95)."""
-    from arkpose.analysis import AnalysisResult
-    from arkpose.analysis.errors import ERROR_TYPES
-
     records = []
     for row in summary["rows"]:
         for seed in summary["seeds"]:
@@ -327,10 +320,9 @@ def plot_errors_over_seeds(errors: pd.DataFrame, quality: str, metric: str, titl
     """Grouped bars, one group per error type, one bar per row: the mean over seeds, the
     error bar spanning the seeds' minimum to maximum. ``errors``: :func:`error_frame`. Draws
     into ``ax`` when given (returns its figure), else into a new figure."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # lazy: matplotlib (~0.5 s), as forest_plot
 
-    from arkpose.analysis.plots import ERR_LABEL
+    from arkpose.analysis.plots import ERR_LABEL  # lazy: it imports matplotlib
 
     data = errors[(errors["quality"] == quality) & (errors["metric"] == metric)]
     rows = list(dict.fromkeys(data["row"]))

@@ -26,6 +26,7 @@ import torch
 
 import arkpose
 from arkpose import config as config_lib
+from arkpose.model import build_model
 
 
 class CheckpointError(RuntimeError):
@@ -206,8 +207,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     Returns ``(model, cfg)``; the model is in eval mode on ``device``. ``cfg.data.spec`` is
     its keypoint layout, the ``spec`` the inference entry points (arkpose.inference) take.
     """
-    from arkpose.model import build_model  # imported here: checkpoint io does not need it
-
     state = load_checkpoint(path)
     _require(state, ("model", "config"), path)
     cfg = checkpoint_config(state, path)

@@ -13,7 +13,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from arkpose.config import DATASET_SPECS, QUALITIES, Config, ConfigError, flatten
+from arkpose.config import DATASET_SPECS, QUALITIES, Config, ConfigError, apply_overrides, flatten
+from arkpose.model.hrnet import BACKBONES
+from arkpose.model.net import SIZE_MULTIPLE, UNIT_INITS
+from arkpose.scoring import SCORING_MODES
+from arkpose.targets import OFFSET_NORMALISERS, TRADEOFF_MASKS
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -45,12 +49,7 @@ def _all(test: Callable[[Any], bool], n: int | None = None,
 
 
 def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
-    """``--set`` key -> (test, what the value must be). Lazy: the model tables import torch."""
-    from arkpose.model.hrnet import BACKBONES
-    from arkpose.model.net import SIZE_MULTIPLE, UNIT_INITS
-    from arkpose.scoring import SCORING_MODES
-    from arkpose.targets import OFFSET_NORMALISERS, TRADEOFF_MASKS
-
+    """``--set`` key -> (test, what the value must be)."""
     def choice(choices: tuple | list) -> tuple[Callable[[Any], bool], str]:
         return _one_of(tuple(choices)), f"one of {', '.join(map(str, choices))}"
 
@@ -155,8 +154,6 @@ def apply_data_overrides(cfg: Config, overrides: list[str], num_keypoints: int) 
     place (``eval``, ``predict``, ``rescore``: the model and its training come from the
     checkpoint, the data and the decoding may change), then check those fields and that the
     data's layout still has the model's ``num_keypoints``. Raises :class:`ConfigError`."""
-    from arkpose.config import apply_overrides
-
     for item in overrides:
         key = item.partition("=")[0].strip()
         if not key.startswith(CHECKPOINT_FREE):

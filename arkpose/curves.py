@@ -52,7 +52,7 @@ class LossCurve:
 def _summary_writer():
     """torch's ``SummaryWriter`` class; a one-line ConfigError when tensorboard is missing."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional (the tensorboard extra)
     except ImportError as err:
         raise ConfigError(
             "tensorboard=true needs the tensorboard package: pip install -e '.[tensorboard]' "
@@ -102,6 +102,7 @@ def read_curves(run_dir: str | Path) -> dict[str, Any]:
 def plot_training_curves(runs: dict[tuple[str, int], Path], title: str = ""):
     """Loss (left, log scale) and validation AP against epoch (right) of every
     ``(row, seed) -> run folder``: one colour per row, one line per seed."""
+    # lazy: matplotlib (~0.5 s); training imports this module, not the plots
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(12, 4))

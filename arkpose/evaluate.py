@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pycocotools.coco
+import pycocotools.cocoeval
 
 from arkpose.coco_check import check_detections, check_ground_truth
 from arkpose.jsonio import read_json, write_json
@@ -52,12 +55,12 @@ def stat_names(spec: KeypointSpec) -> tuple[str, ...]:
 def _api(spec: KeypointSpec):
     """(COCO, COCOeval) classes: xtcocotools for CrowdPose, pycocotools otherwise."""
     if spec.iou_type == "keypoints_crowd":
+        # lazy: xtcocotools.coco imports matplotlib (~0.5 s); only CrowdPose needs it
         from xtcocotools.coco import COCO
         from xtcocotools.cocoeval import COCOeval
-    else:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    return COCO, COCOeval
+
+        return COCO, COCOeval
+    return pycocotools.coco.COCO, pycocotools.cocoeval.COCOeval
 
 
 def _quiet():
@@ -220,8 +223,6 @@ def evaluate_matching(
 
 def stats_frame(results: Mapping[str, Mapping[str, float]]):
     """``{quality: stats}`` -> a pandas DataFrame, one row per quality."""
-    import pandas as pd
-
     return pd.DataFrame.from_dict({q: dict(s) for q, s in results.items()}, orient="index")
 
 
@@ -276,6 +277,7 @@ def evaluate_model(
     ``{quality: {stat: value}}`` (see :func:`evaluate`); with ``out_dir`` writes
     ``out_dir/<quality>/detections.json`` and ``metrics.json``.
     """
+    # lazy: torch (~1.3 s); evaluating a detections file needs no model
     from arkpose import inference
     from arkpose.data import build_dataset, split_paths
 

@@ -28,9 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from arkpose import decode
 from arkpose.config import DEFAULT_DECODE, QUALITIES, DecodeConfig
+from arkpose.data.transforms import normalize, resize_for_test
+from arkpose.progress import bar as progress_bar
 from arkpose.spec import OUTPUT_STRIDE, KeypointSpec
 
 FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
@@ -116,8 +119,6 @@ def load_image(image: Any) -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"image {path} does not exist")
-        from PIL import Image
-
         try:
             with Image.open(path) as im:
                 return np.asarray(im.convert("RGB"))
@@ -168,8 +169,6 @@ def fuse_scales(
     test_size: int = 512,
 ) -> FusedMaps:
     """Run :func:`flip_test` at every scale and fuse the maps (docs/method.md §5.3)."""
-    from arkpose.data.transforms import normalize, resize_for_test
-
     scales = tuple(settings.scales)
     ref = _reference_scale(scales)
     order = [ref] + [s for s in scales if s != ref]
@@ -337,8 +336,6 @@ def predict_dataset(
     Images go through the network one at a time (their sizes differ). ``max_images > 0``
     takes the first N. Returns ``({quality: detections}, image_ids)``.
     """
-    from arkpose.progress import bar as progress_bar
-
     qualities = tuple(qualities)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     dets: dict[str, list[dict]] = {q: [] for q in qualities}

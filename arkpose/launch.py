@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from arkpose import ablate
 from arkpose import config as config_lib
 from arkpose.config import ConfigError, LaunchConfig
 from arkpose.jsonio import write_json
@@ -82,7 +83,7 @@ def slurm_parameters(cfg: LaunchConfig) -> dict[str, Any]:
 
 def make_executor(cfg: LaunchConfig, folder: Path):
     """A submitit executor writing its job files under ``folder/<job id>/``."""
-    import submitit
+    import submitit  # lazy: submitit, only when a run is launched through it
 
     if cfg.launcher == "local":
         executor = submitit.LocalExecutor(folder=str(folder / "%j"))
@@ -98,9 +99,9 @@ class TrainJob:
     class with a ``checkpoint`` method is what submitit requeues."""
 
     def __call__(self, cfg_dict: dict, out: str) -> str:
-        import submitit
+        import submitit  # lazy: submitit, only when a run is launched through it
 
-        from arkpose import ablate, train
+        from arkpose import train  # lazy: torch (~1.3 s), needed inside the job only
 
         cfg = config_lib.from_dict(cfg_dict)
         env = submitit.JobEnvironment()
@@ -126,7 +127,7 @@ class TrainJob:
         return out
 
     def checkpoint(self, cfg_dict: dict, out: str):
-        import submitit
+        import submitit  # lazy: submitit, only when a run is launched through it
 
         return submitit.helpers.DelayedSubmission(self, cfg_dict, out)
 
@@ -156,7 +157,7 @@ def _last_error(handle) -> str:
 
 def _reattach(cfg: LaunchConfig, root: Path, job):
     """The submitit job recorded for ``job`` by an earlier driver, if it may still run."""
-    import submitit
+    import submitit  # lazy: submitit, only when a run is launched through it
 
     path = _record_path(root, job)
     if not path.is_file():
@@ -185,7 +186,7 @@ def _pid_alive(pid: str) -> bool:
 def _state(handle) -> str:
     """The job's scheduler state; a local job started by an earlier driver (no process
     handle here) by whether its controller, whose pid is its id, still runs."""
-    import submitit
+    import submitit  # lazy: submitit, only when a run is launched through it
 
     if isinstance(handle, submitit.LocalJob) and handle._process is None:
         # started by this process earlier (submitit keeps its handle) or by another driver

@@ -44,6 +44,7 @@ def project_path(path: str | Path, start: str | Path | None = None) -> Path:
 
 
 def _kernel_manager(folder: str) -> type:
+    # lazy: the notebooks extra (optional); papermill and nbconvert take ~2 s
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -60,6 +61,7 @@ def execute_notebook(source: Path, target: Path, parameters: dict[str, Any],
     """Run ``source`` with papermill into ``target`` (.ipynb) and export it as HTML next to it
     (both through hidden partial files, module doc). Parameters the notebook does not declare
     are dropped; the kernel starts in ``cwd`` (default: the working directory). The partial notebook of a failed run stays, hidden, to show where it stopped."""
+    # lazy: the notebooks extra (optional), ~2 s to import
     import nbformat
     import papermill
     from nbconvert import HTMLExporter

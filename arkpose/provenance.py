@@ -120,9 +120,9 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
 
 def device_name(device: str = "auto") -> str:
     """The CPU model, or the GPU's name when ``device`` resolves to CUDA."""
-    import torch
+    import torch  # lazy: torch (~1.3 s); ablate and strata use this module without a model
 
-    from arkpose import runtime
+    from arkpose import runtime  # lazy: it imports torch
 
     resolved = runtime.resolve_device(device)
     if resolved.type == "cuda":
@@ -138,9 +138,9 @@ def device_name(device: str = "auto") -> str:
 
 def environment(cfg: config_lib.Config) -> dict[str, Any]:
     """The provenance fields that describe this process and machine."""
-    import torch
+    import torch  # lazy: torch (~1.3 s), as device_name
 
-    from arkpose import runtime
+    from arkpose import runtime  # lazy: it imports torch
 
     return {
         "arkpose": arkpose.__version__,

@@ -20,8 +20,11 @@ import numpy as np
 import torch
 
 import arkpose
-from arkpose import scoring
+from arkpose import checkpoint as ckpt
+from arkpose import inference, runtime, scoring
 from arkpose.checkpoint import save_checkpoint
+from arkpose.config_check import apply_data_overrides
+from arkpose.data import build_dataset
 from arkpose.progress import bar as progress_bar
 from arkpose.spec import KeypointSpec
 
@@ -87,8 +90,6 @@ def candidate_data(
 
 def _model_predict_fn(model: torch.nn.Module, cfg) -> PredictFn:
     """Final poses with the flip test and no learned scoring, in original pixels."""
-    from arkpose import inference
-
     settings = dataclasses.replace(cfg.eval.decode, flip=True)
 
     def predict(image: np.ndarray) -> torch.Tensor:
@@ -110,8 +111,6 @@ def generate_scoring_data(
     scoring's training data (see :func:`candidate_data`). ``max_images`` > 0 uses the first
     N images. -> features (N, F), targets (N,)
     """
-    from arkpose.data import build_dataset
-
     dataset = build_dataset(cfg, split)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     samples = (dataset[i] for i in range(n))
@@ -275,10 +274,6 @@ def rescore(
     ``out``. A data file made from the same checkpoint, data and image count is reused
     unless ``regenerate``. -> (scorer path, training report)
     """
-    from arkpose import checkpoint as ckpt
-    from arkpose import runtime
-    from arkpose.config_check import apply_data_overrides
-
     checkpoint = Path(checkpoint)
     out = Path(out) if out is not None else checkpoint.parent / SCORER_FILE
     data_path = out.parent / DATA_FILE

@@ -18,6 +18,7 @@ and the verdict say so instead of pretending to a narrow CI.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def interval(per_seed: np.ndarray, boot: np.ndarray, level: float = 0.95) -> dic
     three seeds give honest, wide intervals rather than narrow wrong ones. With one seed the
     seed part is unknown: ``low``/``high``/``p_positive`` are NaN, ``image_*`` are kept.
     """
-    from scipy import stats as st
+    from scipy import stats as st  # lazy: scipy.stats costs ~1.3 s; only the intervals need it
 
     per_seed, boot = np.asarray(per_seed, float), np.asarray(boot, float)
     num_seeds = len(per_seed)
@@ -250,3 +251,10 @@ def ablation_bootstrap(
     per_seed = pd.DataFrame([{"row": r, "seed": s, "AP": point[r][i]}
                              for r in rows for i, s in enumerate(seeds)])
     return BootstrapResult(pd.DataFrame(row_records), pd.DataFrame(delta_records), per_seed)
+
+
+def format_interval(mean: float, low: float, high: float, digits: int = 1) -> str:
+    """``"22.1 [20.3, 23.8]"``; ``"22.1 [?]"`` when the interval is unknown (one seed)."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f} [?]"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -14,12 +14,15 @@ function. No file I/O.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from arkpose.data.transforms import normalize, resize_for_test
 from arkpose.model.adaptive import sampling_positions
+from arkpose.progress import bar as progress_bar
 from arkpose.spec import OUTPUT_STRIDE
 from arkpose.stn_geometry import circular_corr
+from arkpose.targets import person_centers
 
 
 def values_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -151,8 +154,6 @@ def person_transforms(
     anisotropy`` (learned) and, for SynthPose, ``true_rotation_deg, true_height_px,
     facing``.
     """
-    import pandas as pd
-
     rows = []
     for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
         found = probe(model, dataset.load_image(index), centers, unit=unit, test_size=test_size)
@@ -177,9 +178,6 @@ def person_transforms(
 def _labelled_persons(dataset, max_images: int, min_keypoints: int, progress: bool):
     """Per image of ``dataset`` (the first ``max_images``; all when <= 0) with labelled
     persons: (index, their annotations, their training centers (P, 2) original pixels)."""
-    from arkpose.progress import bar as progress_bar
-    from arkpose.targets import person_centers
-
     count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     for index in progress_bar(range(count), desc="transforms", enabled=progress):
         anns = [
@@ -219,8 +217,6 @@ def unit_transforms(
     and ``true_rotation_deg, true_height_px`` (NaN where the annotations have no ``synth``
     record). No row when the model has no adaptive unit.
     """
-    import pandas as pd
-
     rows = []
     for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
         transforms, info = _transforms(model, dataset.load_image(index), test_size)

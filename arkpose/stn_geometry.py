@@ -41,7 +41,7 @@ def circular_corr(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
 def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman ρ (Pearson of mid-ranks) of paired samples, vectorised. x, y: (..., P).
     Returns (...); NaN where either sample is constant."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy.stats costs ~1.3 s, only for this
 
     rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
@@ -108,7 +108,7 @@ def plot_geometry(frame: pd.DataFrame, numbers: pd.DataFrame | None = None, unit
     against the true height, every seed in its own color, the coefficients of ``numbers``
     (:func:`geometry_correlations`) in the titles. Without true geometry (real data): the
     histograms of T's rotation and scale at person centers instead. One figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib (~0.5 s), only for plots
 
     units = list(units or sorted(frame["unit"].unique()))
     truth = has_true_geometry(frame)

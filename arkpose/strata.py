@@ -176,11 +176,9 @@ def strata_deltas(eval_dirs: Mapping[tuple[str, int, str], Path], rows: Sequence
 def strata_display(strata: pd.DataFrame) -> pd.DataFrame:
     """:func:`strata_deltas` as text cells in AP points: one line per (component, quality),
     one column per stratum ("Δ [95% CI]"), the person count in the column name."""
-    from arkpose.ablation_report import format_interval
-
     if strata.empty:  # a summary written before strata existed
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["component", "quality"]))
-    cells = strata.assign(text=[format_interval(100 * d, 100 * lo, 100 * hi) for d, lo, hi
+    cells = strata.assign(text=[stats.format_interval(100 * d, 100 * lo, 100 * hi) for d, lo, hi
                                 in strata[["delta", "ci_low", "ci_high"]].to_numpy()])
     counts = strata.drop_duplicates("stratum").set_index("stratum")["persons"]
     table = cells.pivot(index=["component", "quality"], columns="stratum", values="text")
@@ -196,7 +194,7 @@ def strata_plot(strata: pd.DataFrame, title: str = ""):
     """Forest plot per stratum pair (columns) and quality (rows): each component's ΔAP
     (points) with its 95% CI on both strata of the pair, side by side. ``strata``:
     :func:`strata_deltas`. A summary without strata gives one panel saying so."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib (~0.5 s), only for the plot
 
     if strata.empty:
         fig, ax = plt.subplots(figsize=(6, 1.5))

@@ -283,6 +283,7 @@ def test_resume_gives_the_same_numbers(synth_dir, straight_run, tmp_path):
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(synth_dir, straight_run, tmp_path,
                                                      monkeypatch):
     import arkpose.loss
+    from arkpose.train import loop
 
     ref_dir, ref = straight_run
     cfg = tiny_train_config(synth_dir)
@@ -295,14 +296,14 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(synth_dir, straight_run, tm
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(arkpose.loss, "compute_losses", losses_then_sigterm)
+    monkeypatch.setattr(loop, "compute_losses", losses_then_sigterm)
     with pytest.raises(train.TrainingInterrupted, match="SIGTERM.*--resume") as info:
         train.train(cfg, tmp_path, progress=False)
     assert info.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (2, 1)
-    monkeypatch.setattr(arkpose.loss, "compute_losses", real)
+    monkeypatch.setattr(loop, "compute_losses", real)
     final = train.train(cfg, tmp_path, progress=False, resume=True)
     assert final["loss"] == ref["loss"]
     assert _same_weights(_weights(tmp_path / "last.pt"), _weights(ref_dir / "last.pt"))

@@ -17,6 +17,7 @@ from arkpose.analysis.errors import CLASSES, ERROR_TYPES
 from arkpose.analysis.matching import REC_THRS
 from arkpose.analysis.report import keypoint_groups
 from arkpose.jsonio import atomic_path
+from arkpose.spec import get_spec
 
 STEP_STYLE = {  # coco-analyze's summarize(): label and fill colour of each cumulative step
     "baseline": ("Orig. Dts.", "white"),
@@ -139,7 +140,6 @@ def plot_keypoint_errors(result):
 
 
 def keypoint_groups_from_names(result):
-    from arkpose.spec import get_spec
     try:
         spec = get_spec(result.spec)
     except KeyError:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from arkpose import __version__
+from arkpose.suggest import did_you_mean
+
 COMMANDS = {
     "synth": "generate the SynthPose benchmark",
     "train": "train a pose model from a preset",
@@ -33,14 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from arkpose import __version__
-
         print(f"arkpose {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        from arkpose.suggest import did_you_mean
-
         hint = did_you_mean(command, COMMANDS) or f"the commands are {', '.join(COMMANDS)}"
         print(f"arkpose: unknown command {command!r}; {hint} ('arkpose --help' lists them)",
               file=sys.stderr)

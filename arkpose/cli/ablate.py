@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from arkpose import ablate, ablation_report, config, launch, notebooks, report_index, runtime, train
 from arkpose.cli.common import add_set_option
 from arkpose.config import PRESETS
@@ -134,8 +136,6 @@ def main(argv: list[str]) -> int:
 
 def console_table(summary: dict) -> str:
     """Rows (mean AP [95% CI]) and components (Δ [CI], P(Δ > 0), verdict), in AP points."""
-    import pandas as pd
-
     fmt = ablation_report.format_interval
     rows = pd.DataFrame.from_records(summary["row_stats"])
     table = rows.assign(cell=[fmt(100 * r.AP, 100 * r.ci_low, 100 * r.ci_high) for r in rows.itertuples()])

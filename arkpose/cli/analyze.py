@@ -10,6 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from arkpose.analysis import analyze
+from arkpose.analysis.data import AnalysisInputError
+from arkpose.cli.common import report
+from arkpose.config import ConfigError, DataConfig
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -35,11 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from arkpose.analysis import analyze
-    from arkpose.analysis.data import AnalysisInputError
-    from arkpose.cli.common import report
-    from arkpose.config import ConfigError, DataConfig
-
     name = args.name or Path(args.dt).stem
     try:
         spec = DataConfig(dataset=args.spec, oks_sigma_scale=args.oks_sigma_scale).spec
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     result.to_json(out / "analysis.json")
     written = [out / "analysis.json"]
     if not args.no_plots:
-        from arkpose.analysis.plots import save_all
+        from arkpose.analysis.plots import save_all  # lazy: matplotlib (~0.5 s)
+
         written += save_all(result, out)
     print(result.summary_table())
     print(f"wrote {len(written)} files to {out}/")

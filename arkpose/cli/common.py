@@ -10,9 +10,12 @@ left for failures while running.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from arkpose.config import ConfigError
 
 EXIT_FAILURE = 1  # a failure while running
 EXIT_USAGE = 2  # bad input or usage (argparse exits with 2 too)
@@ -58,9 +61,9 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
 def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> tuple[Any, Any]:
     """Configure threads and load ``checkpoint`` on ``device`` -> ``(model, cfg)``, with the
     ``--set data.*`` ``overrides`` applied to the config."""
+    # lazy: torch (~1.3 s); `arkpose synth` and every --help import this module
     from arkpose import runtime
     from arkpose.checkpoint import CheckpointError, load_model
-    from arkpose.config import ConfigError
     from arkpose.config_check import apply_data_overrides
 
     runtime.configure_threads()
@@ -76,8 +79,6 @@ def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> 
 
 def with_decode_flags(cfg: Any, flip: bool | None, scales: tuple[float, ...] | None) -> None:
     """``--flip/--no-flip`` and ``--scales`` (None: as configured) into ``cfg.eval.decode``."""
-    import dataclasses
-
     given = {k: v for k, v in (("flip", flip), ("scales", scales)) if v is not None}
     cfg.eval.decode = dataclasses.replace(cfg.eval.decode, **given)
 
@@ -86,7 +87,7 @@ def load_scorer(path: str | None, spec: Any, mode: str) -> Any:
     """The learned scoring function of ``path`` (None when no scorer was given)."""
     if path is None:
         return None
-    from arkpose import rescore
+    from arkpose import rescore  # lazy: torch (~1.3 s), as load_checkpoint
 
     try:
         return rescore.load_score_fn(path, spec, mode)

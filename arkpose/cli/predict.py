@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from arkpose.cli.common import (
     EXIT_USAGE,
     CommandError,
@@ -72,9 +74,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from arkpose import inference, viz
+    from arkpose import inference, viz  # lazy: torch (~1.3 s), after the arguments parse
 
     check_images(args.images)
     model, cfg = load_checkpoint(args.checkpoint, args.device, args.overrides)

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from arkpose.cli.common import CommandError, add_set_option, guarded
+from arkpose.config import ConfigError
 
 PROG = "arkpose rescore"
 
@@ -48,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    # lazy: torch (~1.3 s), after the arguments parse (fast --help and usage errors)
     from arkpose import rescore
     from arkpose.checkpoint import CheckpointError
-    from arkpose.config import ConfigError
     from arkpose.data import DatasetError
 
     return guarded(PROG, lambda: _run(args), (FileNotFoundError, CheckpointError, ConfigError,
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from arkpose import rescore, runtime
+    from arkpose import rescore, runtime  # lazy: torch (~1.3 s), as main
 
     bad = [f"{name} {value}" for name, value, ok in (
         ("--max-images", args.max_images, args.max_images >= 0),

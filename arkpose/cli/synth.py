@@ -7,11 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from arkpose.cli.common import add_set_option, report
+from arkpose.data.synth import SYNTH_PRESETS, SynthError, generate
+from arkpose.data.synth_card import benchmark_shares, format_shares
+
 
 def _parser() -> argparse.ArgumentParser:
-    from arkpose.cli.common import add_set_option
-    from arkpose.data.synth import SYNTH_PRESETS
-
     p = argparse.ArgumentParser(
         prog="arkpose synth",
         description="Generate SynthPose, the procedural multi-person keypoint benchmark, "
@@ -36,10 +39,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(items: list[str]) -> dict:
-    import yaml
-
-    from arkpose.data.synth import SynthError
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -53,10 +52,6 @@ def _overrides(items: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from arkpose.cli.common import report
-    from arkpose.data.synth import SynthError, generate
-    from arkpose.data.synth_card import benchmark_shares, format_shares
-
     args = _parser().parse_args(argv)
     for name in ("train", "val"):
         n = getattr(args, name)

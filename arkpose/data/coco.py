@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pycocotools.coco
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -52,9 +53,10 @@ def _load_json(ann_file: Path) -> dict:
 def _coco_api(data: dict, crowd: bool):
     """A pycocotools (or xtcocotools) COCO object built from an already parsed dict."""
     if crowd:
+        # lazy: xtcocotools.coco imports matplotlib (~0.5 s); only CrowdPose needs it
         from xtcocotools.coco import COCO
     else:
-        from pycocotools.coco import COCO
+        COCO = pycocotools.coco.COCO
     api = COCO()
     api.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 
 from arkpose.data import synth_render as R
+from arkpose.data.synth_card import write_card
+from arkpose.progress import bar as progress_bar
 from arkpose.spec import COCO
 from arkpose.suggest import did_you_mean
 
@@ -251,8 +253,6 @@ def _render_range(cfg_dict: dict, seed: int, split: str, start: int, stop: int,
 def _render_split(cfg: SynthConfig, seed: int, split: str, count: int, image_dir: Path,
                   workers: int, progress: bool) -> dict:
     """COCO json dict of one split; images written under ``image_dir``."""
-    from arkpose.progress import bar as progress_bar
-
     image_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(1, min(64, count // (4 * workers) or 1))
     ranges = [(s, min(s + chunk, count)) for s in range(0, count, chunk)]
@@ -354,8 +354,6 @@ def generate(out_dir, preset: str = "quick", *, seed: int = 0, train: int | None
                 json.dump(data, f, separators=(",", ":"))
             splits[split] = data
         if card:
-            from arkpose.data.synth_card import write_card
-
             write_card(tmp, cfg, splits, manifest)
         with open(tmp / "manifest.json", "w") as f:
             json.dump(manifest, f, indent=1)

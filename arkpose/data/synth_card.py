@@ -115,6 +115,7 @@ def _stats(data: dict) -> dict:
 
 
 def _plots(card: Path, stats: dict) -> list[str]:
+    # lazy: matplotlib (~0.5 s), only for the card's plots
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,6 +13,7 @@ from pathlib import Path
 from arkpose import checkpoint as ckpt
 from arkpose import config as config_lib
 from arkpose.config import Config, ConfigError
+from arkpose.data import DatasetError
 from arkpose.train.loader import DataMissingError
 from arkpose.train.rundir import CONFIG_FILE
 from arkpose.train.signals import (
@@ -67,8 +68,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
 
 
 def main(argv: list[str] | None = None, prog: str = "arkpose train") -> int:
-    from arkpose import train as package  # looked up here so that patching train.train holds
-    from arkpose.data import DatasetError
+    # lazy: the package imports this module; looked up here so that patching train.train holds
+    from arkpose import train as package
 
     args = build_parser(prog).parse_args(argv)
     try:

@@ -20,6 +20,9 @@ from arkpose import runtime
 from arkpose.config import Config, ConfigError
 from arkpose.config_check import check as check_config
 from arkpose.curves import LossCurve, check_tensorboard, open_tensorboard, write_epoch_scalars
+from arkpose.data import build_train_dataset
+from arkpose.loss import compute_losses
+from arkpose.model import build_model
 from arkpose.progress import bar as progress_bar
 from arkpose.train.distributed import DistEnv, _any_rank, _gather_rng, setup_distributed
 from arkpose.train.loader import TrainLoader, _to_device, check_data
@@ -173,10 +176,6 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
 def _build(cfg: Config, out_dir: Path, env: DistEnv, stop: _StopFlag, board: Any,
            threads: int) -> _Run:
     """Model, data, optimiser, scheduler and scaler of a fresh run; logs the setup."""
-    from arkpose.data import build_train_dataset
-    from arkpose.loss import compute_losses
-    from arkpose.model import build_model
-
     device = env.device
     # Same initial weights on every rank (DDP also broadcasts rank 0's), and on every row of
     # an ablation where names and shapes agree (keyed by seed and module name); per-rank

@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 
 from arkpose.config import Config
+from arkpose.evaluate import evaluate_model
 
 
 def validate(model: torch.nn.Module, cfg: Config) -> dict:
     """Validation record ``{"val_AP": ...}``: the final-quality AP (flip test, full
     grouping) on the first ``cfg.eval.val_images`` validation images."""
-    from arkpose.evaluate import evaluate_model
-
     was_training = model.training
     model.eval()
     try:
