@@ -26,7 +26,7 @@ import torch
 
 import arkpose
 from arkpose import config as config_lib
-from arkpose.model import build_model
+from arkpose.model import PoseNet, build_model
 
 
 class CheckpointError(RuntimeError):
@@ -201,7 +201,9 @@ def checkpoint_config(state: dict, path: str | Path = "checkpoint") -> config_li
     return config_lib.from_dict(state["config"])
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[PoseNet, config_lib.Config]:
     """Rebuild the model described by a checkpoint's config and load its weights.
 
     Returns ``(model, cfg)``; the model is in eval mode on ``device``. ``cfg.data.spec`` is

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from arkpose.config import Config, ConfigError
+
+if TYPE_CHECKING:  # tensorboard is optional
+    from torch.utils.tensorboard import SummaryWriter
 
 POINTS_PER_EPOCH = 50
 TENSORBOARD_DIR = "tensorboard"
@@ -66,12 +69,12 @@ def check_tensorboard(cfg: Config) -> None:
         _summary_writer()
 
 
-def open_tensorboard(cfg: Config, out_dir: Path):
+def open_tensorboard(cfg: Config, out_dir: Path) -> SummaryWriter | None:
     """A ``SummaryWriter`` into ``out_dir/tensorboard`` when ``cfg.tensorboard``, else None."""
     return _summary_writer()(str(Path(out_dir) / TENSORBOARD_DIR)) if cfg.tensorboard else None
 
 
-def write_epoch_scalars(board, record: dict[str, Any], global_step: int) -> None:
+def write_epoch_scalars(board: SummaryWriter, record: dict[str, Any], global_step: int) -> None:
     """One epoch's record (``metrics.jsonl``) as scalars ``epoch/<name>`` at ``global_step``."""
     for name in EPOCH_SCALARS:
         value = record.get(name)

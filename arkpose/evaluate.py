@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,12 @@ from arkpose.coco_check import check_detections, check_ground_truth
 from arkpose.jsonio import read_json, write_json
 from arkpose.spec import KeypointSpec
 from arkpose.stats import Matching, matching_from_cocoeval
+
+if TYPE_CHECKING:  # torch: this module evaluates detection files without it
+    import torch
+
+    from arkpose.config import Config
+    from arkpose.decode import ScoreFn
 
 MATCHING_FILE = "matching.npz"
 
@@ -259,14 +265,14 @@ def evaluate_detections(
 
 
 def evaluate_model(
-    model: Any,
-    cfg: Any,
+    model: torch.nn.Module,
+    cfg: Config,
     *,
     split: str = "val",
     qualities: Sequence[str] = ("final",),
     max_images: int = 0,
     out_dir: str | os.PathLike | None = None,
-    score_fn: Any = None,
+    score_fn: ScoreFn | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Run ``model`` over ``cfg``'s ``split`` and evaluate each quality.

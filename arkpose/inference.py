@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +32,14 @@ from PIL import Image
 
 from arkpose import decode
 from arkpose.config import DEFAULT_DECODE, QUALITIES, DecodeConfig
-from arkpose.data.transforms import normalize, resize_for_test
+from arkpose.data.transforms import ResizeInfo, normalize, resize_for_test
 from arkpose.progress import bar as progress_bar
 from arkpose.spec import OUTPUT_STRIDE, KeypointSpec
+
+if TYPE_CHECKING:
+    from arkpose.data.coco import KeypointDataset
+
+ImageLike = np.ndarray | Image.Image | str | Path  # what load_image reads
 
 FLIP_SHIFT = 3  # input pixels: aligns the flipped run's output pixel u with input 4u
 
@@ -113,7 +118,7 @@ def flip_test(
 # One image: resize, scales, fusion
 
 
-def load_image(image: Any) -> np.ndarray:
+def load_image(image: ImageLike) -> np.ndarray:
     """uint8 ``(H, W, 3)`` RGB from an array, a PIL image or a file path."""
     if isinstance(image, (str, Path)):
         path = Path(image)
@@ -149,7 +154,7 @@ class FusedMaps:
     heatmaps: torch.Tensor
     centers: list[torch.Tensor]
     keypoints: list[torch.Tensor]
-    info: Any
+    info: ResizeInfo
 
 
 def _reference_scale(scales: Sequence[float]) -> float:
@@ -201,7 +206,7 @@ def fuse_scales(
     return FusedMaps(heatmaps, centers, kmaps, ref_info)
 
 
-def _cues_to_1x(sample: dict, info: Any) -> torch.Tensor:
+def _cues_to_1x(sample: dict, info: ResizeInfo) -> torch.Tensor:
     """Ground-truth poses of a raw sample usable as cues: ``(G, K, 3)`` in reference 1x px."""
     kps = np.asarray(sample.get("keypoints", np.zeros((0, 0, 3))), np.float64)
     if kps.size == 0:
@@ -214,7 +219,7 @@ def _cues_to_1x(sample: dict, info: Any) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([xy, kps[..., 2:]], -1)).float()
 
 
-def _to_original(poses: torch.Tensor, info: Any) -> torch.Tensor:
+def _to_original(poses: torch.Tensor, info: ResizeInfo) -> torch.Tensor:
     out = poses.clone()
     out[..., :2] = info.to_original(poses[..., :2].double()).to(poses.dtype)
     return out
@@ -223,7 +228,7 @@ def _to_original(poses: torch.Tensor, info: Any) -> torch.Tensor:
 @torch.no_grad()
 def infer_image(
     model: torch.nn.Module,
-    image: Any,
+    image: ImageLike,
     spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,
@@ -294,7 +299,7 @@ def to_coco(
 
 def predict(
     model: torch.nn.Module,
-    image: Any,
+    image: ImageLike,
     spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,
@@ -319,7 +324,7 @@ def predict(
 
 def predict_dataset(
     model: torch.nn.Module,
-    dataset: Any,
+    dataset: KeypointDataset,
     spec: KeypointSpec,
     settings: DecodeConfig = DEFAULT_DECODE,
     *,

@@ -27,12 +27,15 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arkpose import ablate
 from arkpose import config as config_lib
 from arkpose.config import ConfigError, LaunchConfig
 from arkpose.jsonio import write_json
+
+if TYPE_CHECKING:  # submitit is imported only to launch (see make_executor)
+    import submitit
 
 LAUNCHERS = ("inprocess", "local", "slurm")
 JOBS_DIR = "jobs"
@@ -136,12 +139,12 @@ class TrainJob:
 class Tracked:
     """A submitted training: its ablation job, submitit job, and the last state shown."""
 
-    job: Any
-    handle: Any
+    job: ablate.Job
+    handle: submitit.Job
     state: str = ""
 
 
-def _record_path(root: Path, job) -> Path:
+def _record_path(root: Path, job: ablate.Job) -> Path:
     return root / JOBS_DIR / f"{job.row.slug}-seed-{job.seed}.json"
 
 

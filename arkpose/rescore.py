@@ -23,6 +23,7 @@ import arkpose
 from arkpose import checkpoint as ckpt
 from arkpose import inference, runtime, scoring
 from arkpose.checkpoint import save_checkpoint
+from arkpose.config import Config
 from arkpose.config_check import apply_data_overrides
 from arkpose.data import build_dataset
 from arkpose.progress import bar as progress_bar
@@ -88,7 +89,7 @@ def candidate_data(
     return torch.cat(features).float(), torch.cat(targets).float()
 
 
-def _model_predict_fn(model: torch.nn.Module, cfg) -> PredictFn:
+def _model_predict_fn(model: torch.nn.Module, cfg: Config) -> PredictFn:
     """Final poses with the flip test and no learned scoring, in original pixels."""
     settings = dataclasses.replace(cfg.eval.decode, flip=True)
 
@@ -101,7 +102,7 @@ def _model_predict_fn(model: torch.nn.Module, cfg) -> PredictFn:
 
 def generate_scoring_data(
     model: torch.nn.Module,
-    cfg,
+    cfg: Config,
     *,
     split: str = "train",
     max_images: int = 0,

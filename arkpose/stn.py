@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from arkpose.data.coco import KeypointDataset
 from arkpose.data.transforms import normalize, resize_for_test
 from arkpose.model.adaptive import sampling_positions
 from arkpose.progress import bar as progress_bar
@@ -137,7 +138,7 @@ def probe(
 
 def person_transforms(
     model: torch.nn.Module,
-    dataset,
+    dataset: KeypointDataset,
     *,
     max_images: int = 200,
     unit: str = "regression.t1",
@@ -175,7 +176,7 @@ def person_transforms(
     return pd.DataFrame(rows)
 
 
-def _labelled_persons(dataset, max_images: int, min_keypoints: int, progress: bool):
+def _labelled_persons(dataset: KeypointDataset, max_images: int, min_keypoints: int, progress: bool):
     """Per image of ``dataset`` (the first ``max_images``; all when <= 0) with labelled
     persons: (index, their annotations, their training centers (P, 2) original pixels)."""
     count = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
@@ -201,7 +202,7 @@ def unit_dilation(unit: str, heatmap_dilations: tuple[int, ...]) -> int:
 @torch.no_grad()
 def unit_transforms(
     model: torch.nn.Module,
-    dataset,
+    dataset: KeypointDataset,
     *,
     heatmap_dilations: tuple[int, ...],
     max_images: int = 200,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arkpose.analysis.data import AnalysisData
+from arkpose.spec import KeypointSpec
 
 EPS = np.spacing(1)
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -54,7 +55,7 @@ def pairwise_rowsum(a: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def cocoeval_sigmas(spec) -> np.ndarray:
+def cocoeval_sigmas(spec: KeypointSpec) -> np.ndarray:
     """The sigmas as COCOeval builds them, ``np.array([.26, .25, ...]) / 10.0``.
 
     These differ from the literal ``.026, .025, ...`` (spec.sigmas, which coco-analyze's

@@ -13,9 +13,14 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from arkpose.config import ConfigError
+from arkpose.config import Config, ConfigError
+
+if TYPE_CHECKING:  # torch: `arkpose synth` and every --help import this module
+    from arkpose.decode import ScoreFn
+    from arkpose.model import PoseNet
+    from arkpose.spec import KeypointSpec
 
 EXIT_FAILURE = 1  # a failure while running
 EXIT_USAGE = 2  # bad input or usage (argparse exits with 2 too)
@@ -58,7 +63,9 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
                         action="extend", default=[], help=help)
 
 
-def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> tuple[Any, Any]:
+def load_checkpoint(
+    checkpoint: str, device: str, overrides: list[str] = ()
+) -> tuple[PoseNet, Config]:
     """Configure threads and load ``checkpoint`` on ``device`` -> ``(model, cfg)``, with the
     ``--set data.*`` ``overrides`` applied to the config."""
     # lazy: torch (~1.3 s); `arkpose synth` and every --help import this module
@@ -77,13 +84,13 @@ def load_checkpoint(checkpoint: str, device: str, overrides: list[str] = ()) -> 
     return model, cfg
 
 
-def with_decode_flags(cfg: Any, flip: bool | None, scales: tuple[float, ...] | None) -> None:
+def with_decode_flags(cfg: Config, flip: bool | None, scales: tuple[float, ...] | None) -> None:
     """``--flip/--no-flip`` and ``--scales`` (None: as configured) into ``cfg.eval.decode``."""
     given = {k: v for k, v in (("flip", flip), ("scales", scales)) if v is not None}
     cfg.eval.decode = dataclasses.replace(cfg.eval.decode, **given)
 
 
-def load_scorer(path: str | None, spec: Any, mode: str) -> Any:
+def load_scorer(path: str | None, spec: KeypointSpec, mode: str) -> ScoreFn | None:
     """The learned scoring function of ``path`` (None when no scorer was given)."""
     if path is None:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -15,6 +16,9 @@ from PIL import Image, ImageDraw
 from arkpose.data.synth_render import POSES
 from arkpose.jsonio import atomic_path
 from arkpose.spec import COCO
+
+if TYPE_CHECKING:  # synth imports this module
+    from arkpose.data.synth import SynthConfig
 
 _LEFT = (255, 80, 40)
 _RIGHT = (40, 160, 255)
@@ -211,7 +215,7 @@ def sample_grid(root: Path, data: dict, split: str, n: int = 16, overlay: bool =
     return grid
 
 
-def write_card(root: Path, cfg, splits: dict, manifest: dict) -> Path:
+def write_card(root: Path, cfg: SynthConfig, splits: dict, manifest: dict) -> Path:
     """Write ``root/card/card.md`` with plots and sample grids; returns the card path."""
     card = Path(root) / "card"
     card.mkdir(exist_ok=True)

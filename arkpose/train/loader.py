@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -14,6 +14,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from arkpose.config import Config
 from arkpose.train.distributed import DistEnv
 from arkpose.train.signals import _ignore_stop_signals
+
+if TYPE_CHECKING:
+    from arkpose.data.datasets import TrainDataset
 
 
 class DataMissingError(FileNotFoundError):
@@ -70,7 +73,7 @@ class TrainLoader:
     every row of an ablation sees the same batches for a given seed (common random numbers)
     and a resumed run sees the batches it had not seen yet. Call :meth:`set_epoch` first."""
 
-    def __init__(self, dataset: Any, cfg: Config, env: DistEnv):
+    def __init__(self, dataset: TrainDataset, cfg: Config, env: DistEnv):
         self.dataset, self.seed, self.rank = dataset, cfg.seed, env.rank
         self.sampler = ResumableSampler(DistributedSampler(
             dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed

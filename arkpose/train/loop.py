@@ -9,7 +9,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -37,6 +37,7 @@ from arkpose.train.rundir import (
 from arkpose.train.signals import TrainingInterrupted, _StopFlag
 from arkpose.train.state import _restore, _state, _warn_config_changes
 from arkpose.train.step import (
+    LossFn,
     OutOfMemory,
     _check_amp,
     _check_finite,
@@ -45,6 +46,9 @@ from arkpose.train.step import (
     make_scheduler,
 )
 from arkpose.train.validation import _improved
+
+if TYPE_CHECKING:  # tensorboard is optional
+    from torch.utils.tensorboard import SummaryWriter
 
 LOG = logging.getLogger("arkpose.train")
 
@@ -124,13 +128,13 @@ class _Run:
     out_dir: Path
     env: DistEnv
     stop: _StopFlag
-    board: Any
+    board: SummaryWriter | None
     model: torch.nn.Module
     loader: TrainLoader
     optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    compute_losses: Any
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler | None
+    compute_losses: LossFn
     train_model: torch.nn.Module | None = None  # the model, DDP-wrapped with several processes
     start_epoch: int = 0
     start_step: int = 0  # batches already done in start_epoch (resumed mid-epoch)
@@ -150,7 +154,7 @@ class _EpochStats:
 
 
 def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
-         stop_after: int | None, stop: _StopFlag, threads: int, board: Any = None) -> dict:
+         stop_after: int | None, stop: _StopFlag, threads: int, board: SummaryWriter | None = None) -> dict:
     run = _build(cfg, out_dir, env, stop, board, threads)
     if resume:
         _resume(run)
@@ -173,7 +177,7 @@ def _run(cfg: Config, out_dir: Path, env: DistEnv, resume: bool, progress: bool,
     return run.last_record
 
 
-def _build(cfg: Config, out_dir: Path, env: DistEnv, stop: _StopFlag, board: Any,
+def _build(cfg: Config, out_dir: Path, env: DistEnv, stop: _StopFlag, board: SummaryWriter | None,
            threads: int) -> _Run:
     """Model, data, optimiser, scheduler and scaler of a fresh run; logs the setup."""
     device = env.device

@@ -25,12 +25,16 @@ every checkpoint has; :data:`OPTIONAL_KEYS` those present only sometimes:
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import arkpose
 from arkpose import checkpoint as ckpt
 from arkpose import config as config_lib
 from arkpose.config import Config
 from arkpose.train.distributed import DistEnv
+
+if TYPE_CHECKING:
+    import torch
 
 LOG = logging.getLogger("arkpose.train")
 
@@ -41,7 +45,10 @@ STATE_KEYS = (
 OPTIONAL_KEYS = ("rng_ranks", "scaler")
 
 
-def _state(model, optimizer, scheduler, scaler, epoch, step, sums, cfg, metrics, best, rngs):
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.MultiStepLR, scaler: torch.amp.GradScaler | None,
+           epoch: int, step: int, sums: torch.Tensor, cfg: Config, metrics: dict,
+           best: dict | None, rngs: list[dict]) -> dict:
     """The checkpoint dict: :data:`STATE_KEYS`, plus :data:`OPTIONAL_KEYS` when they apply."""
     state = {
         "model": model.state_dict(),
@@ -63,7 +70,9 @@ def _state(model, optimizer, scheduler, scaler, epoch, step, sums, cfg, metrics,
     return state
 
 
-def _restore(state: dict, model, optimizer, scheduler, scaler, env: DistEnv) -> None:
+def _restore(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.MultiStepLR,
+             scaler: torch.amp.GradScaler | None, env: DistEnv) -> None:
     """Load weights, optimiser, scheduler, scaler and this rank's generator states."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -3,10 +3,16 @@ and the errors a step can end in (out of memory, a non-finite loss)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from torch.optim.lr_scheduler import MultiStepLR
 
 from arkpose.config import Config, ConfigError
 from arkpose.train.distributed import DistEnv
+
+# arkpose.loss.compute_losses(outputs, batch, ...) -> {"total", "heatmap", "offset"}
+LossFn = Callable[..., dict[str, torch.Tensor]]
 
 
 class OutOfMemory(RuntimeError):
@@ -27,8 +33,8 @@ def lr_milestones(epochs: int, drops: tuple[float, ...]) -> list[int]:
     return [round(f * epochs) for f in drops]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
-    return torch.optim.lr_scheduler.MultiStepLR(
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> MultiStepLR:
+    return MultiStepLR(
         optimizer, lr_milestones(cfg.optim.epochs, cfg.optim.lr_drops), gamma=cfg.optim.lr_factor
     )
 
@@ -70,7 +76,8 @@ def _oom_message(cfg: Config, env: DistEnv) -> str:
 # The loop
 
 
-def train_step(model, batch: dict, optimizer, scaler, cfg: Config, compute_losses) -> dict:
+def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler | None, cfg: Config, compute_losses: LossFn) -> dict:
     """One optimisation step on ``batch`` (on the model's device); returns the losses.
 
     The forward pass runs under autocast when ``cfg.optim.amp`` asks for it; the losses are

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import colorsys
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arkpose.data.synth_render.scene import BODY, HAIR_COLOURS, POSES, SKIN, Person, Scene, wrap_deg
+
+if TYPE_CHECKING:  # synth imports this package
+    from arkpose.data.synth import SynthConfig
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -77,7 +81,7 @@ def _colour(rng: np.random.Generator, sat=(0.2, 0.9), val=(0.25, 0.95)) -> tuple
     return (255.0 * r, 255.0 * g, 255.0 * b)
 
 
-def sample_person(rng: np.random.Generator, cfg, center, height: float) -> Person:
+def sample_person(rng: np.random.Generator, cfg: SynthConfig, center, height: float) -> Person:
     """One person with pose, facing, rotation, proportions and clothes from ``cfg``."""
     kind = POSES[_pick(rng, cfg.pose_weights)]
     angles = sample_pose(rng, kind)
@@ -126,7 +130,7 @@ def _pick(rng: np.random.Generator, weights) -> int:
     return len(weights) - 1
 
 
-def sample_background(rng: np.random.Generator, cfg, size: int) -> dict:
+def sample_background(rng: np.random.Generator, cfg: SynthConfig, size: int) -> dict:
     bg = {"kind": "gradient", "angle": _u(rng, 0, 360), "c0": _colour(rng, (0, 0.6), (0.2, 1)),
           "c1": _colour(rng, (0, 0.6), (0.2, 1)), "blotch": None, "stripes": None,
           "shapes": []}
@@ -175,7 +179,7 @@ def _log_uniform(rng, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo * 1.0001)))))
 
 
-def sample_scene(cfg, rng: np.random.Generator) -> Scene:
+def sample_scene(cfg: SynthConfig, rng: np.random.Generator) -> Scene:
     """A random scene from the difficulty knobs of ``cfg`` (a SynthConfig)."""
     size = cfg.size
     bg = sample_background(rng, cfg, size)
