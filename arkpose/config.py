@@ -92,6 +92,9 @@ class ModelConfig:
     backbone_widths: tuple[int, ...] = ()  # 4 branch widths
     backbone_modules: tuple[int, ...] = ()  # HR modules in stages 2, 3, 4
     backbone_blocks: tuple[int, ...] = ()  # BasicBlocks per branch in stages 2, 3, 4
+    # A checkpoint whose backbone weights replace the initial ones ("" = none); run digests
+    # hold the file's sha256, not its path (arkpose.train.pretrained).
+    init_backbone: str = ""
 
 
 @dataclass
@@ -123,6 +126,9 @@ class OptimConfig:
     lr_factor: float = 0.1
     amp: str = "none"  # "none" | "bf16" | "fp16" (CUDA only)
     grad_clip: float = 0.0  # 0 = off
+    # Decay per step of an average of the weights (arkpose.train.ema); 0 = off. On, the
+    # average is what validation, the checkpoints' `model` and every evaluation use.
+    ema: float = 0.0
 
 
 # The three Table 4 qualities an evaluation reports (docs/method.md §7), in table order.
@@ -201,6 +207,11 @@ class Config:
     # How many seeds `arkpose ablate` runs each row with by default (seeds 0..N-1); says how
     # many runs to make, not how one is made, so run digests leave it out (arkpose.provenance).
     ablation_seeds: int = 1
+    # `arkpose ablate`: first train one run of the first row for this many epochs, whose
+    # backbone every row and seed starts from (model.init_backbone; the CPU presets' stand-in
+    # for the paper's ImageNet weights). 0 = every run starts from scratch. Like
+    # ablation_seeds it says how an ablation is run: the rows' digests hold the backbone.
+    pretrain_epochs: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     # Also write TensorBoard event files beside metrics.jsonl (the `tensorboard` extra);
     # logging only, so not part of a run's identity (arkpose.provenance.NOT_IN_DIGEST).

@@ -57,6 +57,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
     return {
         "seed": (_non_negative, ">= 0"),
         "ablation_seeds": (lambda v: v >= 1, ">= 1"),
+        "pretrain_epochs": (_non_negative, ">= 0 (0 = none)"),
         "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
                    "auto, cpu, cuda or cuda:N"),
         "data.dataset": choice(sorted(DATASET_SPECS)),
@@ -99,6 +100,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "optim.lr_factor": (_positive, "> 0"),
         "optim.amp": choice(AMP_MODES),
         "optim.grad_clip": (_non_negative, ">= 0 (0 = off)"),
+        "optim.ema": (lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
         "eval.every": (_non_negative, ">= 0 (0 = never)"),
         "eval.val_images": (_non_negative, ">= 0 (0 = all)"),
         "eval.test_size": (lambda v: v >= SIZE_MULTIPLE, f">= {SIZE_MULTIPLE}"),
