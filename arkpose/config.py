@@ -268,6 +268,21 @@ def _quick() -> Config:
     return cfg
 
 
+def _laptop() -> Config:
+    """The default ablation (issue 17): SynthPose `table4` (rotated, small and overlapping
+    persons), every row fine-tuned from one shared backbone (docs/ablations.md, "Shared
+    backbone"), calibrated in docs/synthpose.md, "Calibration of the laptop preset"."""
+    cfg = _cpu("laptop", "table4", 2, "nano-w16", 128, 16)
+    cfg.ablation_seeds = 6
+    cfg.pretrain_epochs = 8
+    cfg.optim.ema = 0.99
+    cfg.eval.every = 0  # the ablation evaluates every run at its end
+    # Persons from 34 px: at 3x COCO's tolerance the baseline's final AP is ~13 (a floor
+    # effect); at 5x it lies in 30-70 (the calibration note).
+    cfg.data.oks_sigma_scale = 5.0
+    return cfg
+
+
 def _full_cpu() -> Config:
     return _cpu("full-cpu", "full", 20, "tiny-w16", 256, 12)
 
@@ -316,6 +331,7 @@ def _crowdpose_w32() -> Config:
 PRESETS = {
     "smoke": _smoke,
     "quick": _quick,
+    "laptop": _laptop,
     "full-cpu": _full_cpu,
     "coco-w32": _coco_w32,
     "coco-w48": _coco_w48,
