@@ -199,9 +199,44 @@ class Job:
         return f"{self.row.name} seed {self.seed}"
 
 
+# The shared backbone run (Config.pretrain_epochs): its folder under the run root, and its
+# seed, outside the rows' default seeds 0..N-1 so that it shares no random stream with them.
+PRETRAIN_DIR = "pretrain"
+PRETRAIN_SEED = 1000
+
+
+def pretrain_job(ablation: Ablation, base: config_lib.Config, root: Path,
+                 extra: list[str] | None = None) -> Job | None:
+    """The run whose backbone every row and seed starts from, when ``base.pretrain_epochs`` >
+    0: the first row's settings (Table 4's baseline) for that many epochs, seed
+    :data:`PRETRAIN_SEED`, no validation (docs/ablations.md, "Shared backbone")."""
+    if base.pretrain_epochs <= 0:
+        return None
+    first = ablation.rows[0]
+    cfg = row_config(base, first, extra)
+    cfg.seed = PRETRAIN_SEED
+    cfg.optim.epochs = base.pretrain_epochs
+    cfg.eval.every = 0
+    cfg.model.init_backbone = ""
+    row = Row(PRETRAIN_DIR, first.overrides, paper_method=first.paper_method)
+    return Job(row, PRETRAIN_SEED, cfg, root / PRETRAIN_DIR, root / PRETRAIN_DIR)
+
+
+def pretrain_info(root: Path) -> dict | None:
+    """What a summary records of the shared backbone run: its digest, epochs and seconds."""
+    folder = Path(root) / PRETRAIN_DIR
+    ident, done = read_identity(folder), folder / DONE_FILE
+    if ident is None or not done.is_file():
+        return None
+    return {"digest": ident["digest"], "seed": ident["inputs"]["config"]["seed"],
+            "epochs": ident["inputs"]["config"]["optim.epochs"],
+            "train_s": round(float(_read_json(done)["train_s"]), 1)}
+
+
 def plan(ablation: Ablation, base: config_lib.Config, seeds: tuple[int, ...], root: Path,
-         extra: list[str] | None = None) -> list[Job]:
-    """Every (row, seed) job, seeds outer, trained rows before the rows that reuse them."""
+         extra: list[str] | None = None, init_backbone: Path | None = None) -> list[Job]:
+    """Every (row, seed) job, seeds outer, trained rows before the rows that reuse them;
+    ``init_backbone``: the shared backbone's checkpoint every training starts from."""
     by_name = {r.name: r for r in ablation.rows}
     ordered = [r for r in ablation.rows if r.reuse is None] + [r for r in ablation.rows if r.reuse]
     jobs = []
@@ -209,6 +244,8 @@ def plan(ablation: Ablation, base: config_lib.Config, seeds: tuple[int, ...], ro
         for row in ordered:
             cfg = row_config(base, row, extra)
             cfg.seed = seed
+            if init_backbone is not None:
+                cfg.model.init_backbone = str(init_backbone)
             folder = root / row.slug / f"seed-{seed}"
             source = by_name[row.reuse] if row.reuse else row
             jobs.append(Job(row, seed, cfg, folder, root / source.slug / f"seed-{seed}"))
@@ -438,16 +475,22 @@ def run_ablation(
     launch.check(base.launch)
     seeds = tuple(range(base.ablation_seeds)) if seeds is None else tuple(seeds)
     root = Path(runs_dir) / f"{ablation.name}-{preset}"
-    jobs = plan(ablation, base, seeds, root, extra)
-    check_runs_folder(jobs, root)
+    pre = pretrain_job(ablation, base, root, extra)
+    jobs = plan(ablation, base, seeds, root, extra, pre and pre.folder / "last.pt")
+    check_runs_folder(jobs + [pre] if pre else jobs, root)
     ensure_data(base, progress=progress)
     data_digest = provenance.dataset_digest(base)
     if base.launch.launcher != "inprocess":
-        unfinished = launch.train_all(jobs, root, base.launch, log, claim_training)
-        if unfinished:
-            raise launch.JobsPending(unfinished, root)
+        # The rows' identities hold the shared backbone's weights: it must exist first.
+        for batch in ([pre] if pre else []), jobs:
+            unfinished = launch.train_all(batch, root, base.launch, log, claim_training)
+            if unfinished:
+                raise launch.JobsPending(unfinished, root)
 
     t_start = time.perf_counter()
+    if pre is not None:
+        claim_training(pre, root, log)
+        train_row(pre.cfg, pre.folder, progress=progress)
     train_digests: dict[Path, str] = {}
     records, eval_dirs = [], {}
     for job in jobs:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from arkpose import config as config_lib
 from arkpose import provenance, stats, strata
-from arkpose.ablate import QUALITIES, Ablation, AblationError, Job
+from arkpose.ablate import QUALITIES, Ablation, AblationError, Job, pretrain_info
 from arkpose.analysis import AnalysisResult
 from arkpose.analysis.errors import ERROR_TYPES
 from arkpose.data import split_paths
@@ -134,6 +134,7 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         "wall_s_per_row": per_seed.assign(total=per_seed[["train_s", "eval_s", "scorer_s"]].sum(axis=1))
         .groupby("row", sort=False)["total"].sum().round(1).to_dict(),
         "wall_s_this_call": round(wall_s, 1),
+        "pretrain": pretrain_info(root),  # the shared backbone, if the preset has one
         # The summary's own commit may be newer than the code that trained the runs it reuses.
         "train_commits": sorted({_commit(done) for done in dones}),
         "train_devices": sorted({str(done.get("device")) for done in dones}),

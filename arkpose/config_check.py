@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from arkpose.config import DATASET_SPECS, QUALITIES, Config, ConfigError, apply_overrides, flatten
+from arkpose.model.adaptive import CPU_SAMPLERS
 from arkpose.model.hrnet import BACKBONES
 from arkpose.model.net import SIZE_MULTIPLE, UNIT_INITS
 from arkpose.scoring import SCORING_MODES
@@ -56,6 +57,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
     return {
         "seed": (_non_negative, ">= 0"),
         "ablation_seeds": (lambda v: v >= 1, ">= 1"),
+        "pretrain_epochs": (_non_negative, ">= 0 (0 = none)"),
         "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
                    "auto, cpu, cuda or cuda:N"),
         "data.dataset": choice(sorted(DATASET_SPECS)),
@@ -78,6 +80,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "model.regression_channels": (lambda v: v >= 1, ">= 1"),
         "model.heatmap_dilations": (_all(lambda v: v >= 1), "one or more dilations >= 1"),
         "model.unit_init": choice(UNIT_INITS),
+        "model.cpu_sampler": choice(CPU_SAMPLERS),
         "model.backbone_widths": (_all(lambda v: v >= 1, 4, empty_ok=True),
                                   "empty or 4 widths >= 1"),
         "model.backbone_modules": (_all(lambda v: v >= 1, 3, empty_ok=True),
@@ -98,6 +101,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "optim.lr_factor": (_positive, "> 0"),
         "optim.amp": choice(AMP_MODES),
         "optim.grad_clip": (_non_negative, ">= 0 (0 = off)"),
+        "optim.ema": (lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
         "eval.every": (_non_negative, ">= 0 (0 = never)"),
         "eval.val_images": (_non_negative, ">= 0 (0 = all)"),
         "eval.test_size": (lambda v: v >= SIZE_MULTIPLE, f">= {SIZE_MULTIPLE}"),

@@ -25,7 +25,7 @@ from arkpose import config as config_lib
 
 IDENTITY_FILE = "identity.json"
 # Fields (or whole sections) that say how or where to run, not what is computed.
-NOT_IN_DIGEST = ("ablation_seeds", "tensorboard", "launch")
+NOT_IN_DIGEST = ("ablation_seeds", "pretrain_epochs", "tensorboard", "launch")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,6 +68,8 @@ def run_inputs(cfg: config_lib.Config) -> dict[str, Any]:
     """Everything a training run's weights depend on (module doc)."""
     flat = {k: v for k, v in config_lib.flatten(cfg).items()
             if k not in NOT_IN_DIGEST and k.split(".")[0] not in NOT_IN_DIGEST}
+    if flat.get("model.init_backbone"):  # the weights, wherever the file lies
+        flat["model.init_backbone"] = "sha256:" + file_sha256(flat["model.init_backbone"])
     return {"kind": "train", "arkpose": arkpose.__version__, "data": dataset_digest(cfg),
             "config": flat}
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from arkpose.config import ModelConfig, preset
+from arkpose.config_check import problems
 from arkpose.loss import compute_losses
 from arkpose.model import (
     AdaptiveConv2d,
@@ -188,8 +189,12 @@ def test_nano_overfits_four_synthetic_images():
 
 @pytest.mark.parametrize("sampler", ["auto", "grid_sample"])
 def test_build_model_passes_the_cpu_sampler_to_every_adaptive_conv(sampler):
-    model = build_model(NANO, 3, cpu_sampler=sampler)
+    model = build_model(dataclasses.replace(NANO, cpu_sampler=sampler), 3)
     convs = [m for m in model.modules() if isinstance(m, AdaptiveConv2d)]
     assert convs and all(m.sampler == sampler for m in convs)
     with pytest.raises(ValueError, match="sampler"):
-        build_model(NANO, 3, cpu_sampler="deform")
+        build_model(dataclasses.replace(NANO, cpu_sampler="deform"), 3)
+    cfg = preset("smoke")
+    cfg.model.cpu_sampler = "deform"
+    assert problems(cfg) == [("model.cpu_sampler='deform' must be one of auto, padded, "
+                              "embedding_bag, grid_sample")]

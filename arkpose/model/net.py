@@ -135,12 +135,11 @@ def init_weights(model: nn.Module, unit_init: str = "official", seed: int | None
                 nn.init.zeros_(tconv.bias)
 
 
-def build_model(
-    cfg: ModelConfig, num_keypoints: int, seed: int | None = None, *, cpu_sampler: str = "auto"
-) -> PoseNet:
+def build_model(cfg: ModelConfig, num_keypoints: int, seed: int | None = None) -> PoseNet:
     """The network ``cfg`` describes, initialised by :func:`init_weights` with
     ``cfg.unit_init`` and ``seed`` (channels-last if configured); its adaptive convs train
-    on the CPU with ``cpu_sampler`` (:data:`arkpose.model.adaptive.CPU_SAMPLERS`)."""
+    on the CPU with ``cfg.cpu_sampler`` (:data:`arkpose.model.adaptive.CPU_SAMPLERS`)."""
+    cpu_sampler = cfg.cpu_sampler
     if num_keypoints < 1:
         raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
     shape = backbone_shape(cfg.backbone, cfg.backbone_widths, cfg.backbone_modules, cfg.backbone_blocks)

@@ -25,7 +25,9 @@ from arkpose.loss import compute_losses
 from arkpose.model import build_model
 from arkpose.progress import bar as progress_bar
 from arkpose.train.distributed import DistEnv, _any_rank, _gather_rng, setup_distributed
+from arkpose.train.ema import WeightAverage
 from arkpose.train.loader import TrainLoader, _to_device, check_data
+from arkpose.train.pretrained import load_backbone
 from arkpose.train.rundir import (
     BEST,
     LAST,
@@ -136,6 +138,7 @@ class _Run:
     scaler: torch.amp.GradScaler | None
     compute_losses: LossFn
     train_model: torch.nn.Module | None = None  # the model, DDP-wrapped with several processes
+    ema: WeightAverage | None = None  # optim.ema > 0: the averaged weights validated and saved
     start_epoch: int = 0
     start_step: int = 0  # batches already done in start_epoch (resumed mid-epoch)
     best: dict | None = None
@@ -186,6 +189,8 @@ def _build(cfg: Config, out_dir: Path, env: DistEnv, stop: _StopFlag, board: Sum
     # seeds after.
     runtime.seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.data.spec.num_keypoints, seed=cfg.seed).to(device)
+    if cfg.model.init_backbone:
+        load_backbone(model, cfg.model.init_backbone)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     runtime.seed_everything(cfg.seed + env.rank)
@@ -211,15 +216,16 @@ def _build(cfg: Config, out_dir: Path, env: DistEnv, stop: _StopFlag, board: Sum
         cfg.optim.lr, len(dataset),
         cfg.optim.lr_factor, lr_milestones(cfg.optim.epochs, cfg.optim.lr_drops),
     )
+    ema = WeightAverage(model, cfg.optim.ema) if cfg.optim.ema > 0 else None
     return _Run(cfg, out_dir, env, stop, board, model, loader, optimizer, scheduler, scaler,
-                compute_losses)
+                compute_losses, ema=ema)
 
 
 def _resume(run: _Run) -> None:
     """Restore ``last.pt``: states, position in the epoch, partial sums, best, metrics."""
     env, last = run.env, run.out_dir / LAST
     state = ckpt.load_checkpoint(last, map_location="cpu")
-    _restore(state, run.model, run.optimizer, run.scheduler, run.scaler, env)
+    _restore(state, run.model, run.optimizer, run.scheduler, run.scaler, env, run.ema)
     _warn_config_changes(state, run.cfg)
     run.start_epoch, run.start_step = int(state["epoch"]), int(state.get("step", 0))
     if env.is_main and run.start_step > 0:  # rank 0 carries all ranks' partial sums
@@ -243,7 +249,7 @@ def _save(run: _Run, epoch: int, step: int, metrics: dict, partial: bool = False
         ckpt.save_checkpoint(
             run.out_dir / LAST,
             _state(run.model, run.optimizer, run.scheduler, run.scaler, epoch, step, totals,
-                   run.cfg, metrics, run.best, rngs),
+                   run.cfg, metrics, run.best, rngs, run.ema),
         )
 
 
@@ -279,6 +285,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _EpochStats:
                                         run.compute_losses)
         except torch.cuda.OutOfMemoryError as err:
             raise OutOfMemory(_oom_message(cfg, env)) from err
+        if run.ema is not None:
+            run.ema.update(run.model)
         sums += torch.stack([
             torch.tensor(float(n), dtype=torch.float64, device=device),
             *(losses[k].detach().double() * n for k in ("total", "heatmap", "offset")),
@@ -341,7 +349,7 @@ def _end_epoch(run: _Run, epoch: int, stats: _EpochStats) -> None:
     every = cfg.eval.every
     if every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == cfg.optim.epochs):
         if env.is_main:
-            record.update(package.validate(model, cfg))
+            record.update(package.validate(run.ema.module if run.ema else model, cfg))
         if env.distributed:
             box = [record]
             dist.broadcast_object_list(box, src=0)

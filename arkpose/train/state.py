@@ -4,7 +4,9 @@ This is the one place that defines the contents of ``last.pt`` / ``best.pt``
 (:mod:`arkpose.checkpoint` saves, loads and checks them). :data:`STATE_KEYS` lists the keys
 every checkpoint has; :data:`OPTIONAL_KEYS` those present only sometimes:
 
-- ``model``: the unwrapped model's ``state_dict`` (never DDP's ``module.`` prefix);
+- ``model``: the unwrapped model's ``state_dict`` (never DDP's ``module.`` prefix): with
+  ``optim.ema`` > 0 the averaged weights (:mod:`arkpose.train.ema`), the ones validation and
+  every evaluation use;
 - ``optimizer``, ``scheduler``: their ``state_dict``\\ s;
 - ``epoch``: epochs finished; ``step``: batches finished inside epoch ``epoch`` (0 at an
   epoch boundary; > 0 only when a run was interrupted mid-epoch);
@@ -18,6 +20,8 @@ every checkpoint has; :data:`OPTIONAL_KEYS` those present only sometimes:
 - ``version``: ``arkpose.__version__``;
 - optional ``rng_ranks``: every rank's generator states, in rank order (DDP runs only);
 - optional ``scaler``: the GradScaler's ``state_dict`` (``optim.amp=fp16`` only);
+- optional ``online_model``, ``ema_updates`` (``optim.ema`` > 0 only): the weights being
+  trained, and how many steps the average in ``model`` holds;
 - ``paths``: added by :func:`arkpose.checkpoint.save_checkpoint` (the data root relative to
   the checkpoint's folder).
 """
@@ -32,6 +36,7 @@ from arkpose import checkpoint as ckpt
 from arkpose import config as config_lib
 from arkpose.config import Config
 from arkpose.train.distributed import DistEnv
+from arkpose.train.ema import WeightAverage
 
 if TYPE_CHECKING:
     import torch
@@ -42,16 +47,16 @@ STATE_KEYS = (
     "model", "optimizer", "scheduler", "epoch", "step", "epoch_sums", "rng", "config",
     "metrics", "best", "version",
 )
-OPTIONAL_KEYS = ("rng_ranks", "scaler")
+OPTIONAL_KEYS = ("rng_ranks", "scaler", "online_model", "ema_updates")
 
 
 def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
            scheduler: torch.optim.lr_scheduler.MultiStepLR, scaler: torch.amp.GradScaler | None,
            epoch: int, step: int, sums: torch.Tensor, cfg: Config, metrics: dict,
-           best: dict | None, rngs: list[dict]) -> dict:
+           best: dict | None, rngs: list[dict], ema: WeightAverage | None = None) -> dict:
     """The checkpoint dict: :data:`STATE_KEYS`, plus :data:`OPTIONAL_KEYS` when they apply."""
     state = {
-        "model": model.state_dict(),
+        "model": (ema.module if ema else model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -67,14 +72,22 @@ def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         state["rng_ranks"] = rngs
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if ema is not None:
+        state["online_model"], state["ema_updates"] = model.state_dict(), ema.updates
     return state
 
 
 def _restore(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.MultiStepLR,
-             scaler: torch.amp.GradScaler | None, env: DistEnv) -> None:
-    """Load weights, optimiser, scheduler, scaler and this rank's generator states."""
-    model.load_state_dict(state["model"])
+             scaler: torch.amp.GradScaler | None, env: DistEnv,
+             ema: WeightAverage | None = None) -> None:
+    """Load weights (and their average), optimiser, scheduler, scaler and this rank's
+    generator states."""
+    model.load_state_dict(state.get("online_model", state["model"]))
+    if ema is not None:
+        # A run that trained without the average starts one from its current weights.
+        ema.module.load_state_dict(state["model"])
+        ema.updates = int(state.get("ema_updates", 0))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(ckpt.scheduler_state_from_plain(state["scheduler"]))
     if scaler is not None and "scaler" in state:
