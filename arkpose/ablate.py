@@ -378,12 +378,14 @@ def ensure_scorer(job: Job, train_digest: str, root: Path, log: Callable[[str], 
     from arkpose import rescore  # lazy: torch (~1.3 s)
 
     folder = job.train_folder / SCORER_DIR
+    images = job.cfg.eval.scorer_images
     ident = identity({"kind": "scorer", "arkpose": arkpose.__version__,
-                      "train": train_digest, "seed": job.seed})
+                      "train": train_digest, "seed": job.seed, "images": images})
     target = folder / rescore.SCORER_FILE
     if not (_claim(folder, ident, root, f"{job.label} scorer", log) and target.is_file()):
         t0 = time.perf_counter()
-        rescore.rescore(job.train_folder / "last.pt", out=target, seed=job.seed, progress=progress)
+        rescore.rescore(job.train_folder / "last.pt", out=target, seed=job.seed,
+                        max_images=images, progress=progress)
         _write_json(folder / "timing.json", {"scorer_s": time.perf_counter() - t0})
     return target
 

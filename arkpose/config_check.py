@@ -119,6 +119,7 @@ def _rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "eval.decode.refine_window": (lambda v: v >= 3 and v % 2 == 1, "an odd number >= 3"),
         "eval.decode.refine_sigma": (_positive, "> 0"),
         "eval.scoring_mode": choice(SCORING_MODES),
+        "eval.scorer_images": (_non_negative, ">= 0 (0 = all)"),
         "eval.qualities": (_all(_one_of(QUALITIES)), f"a list of {', '.join(QUALITIES)}"),
     }
 

@@ -206,6 +206,29 @@ def fuse_scales(
     return FusedMaps(heatmaps, centers, kmaps, ref_info)
 
 
+@torch.no_grad()
+def fuse_batch(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    flip_index: Sequence[int] | None,
+    settings: DecodeConfig = DEFAULT_DECODE,
+    test_size: int = 512,
+) -> list[FusedMaps]:
+    """:func:`fuse_scales` of several images, with one network call for all of them when
+    there is one scale and their resized shapes agree (a benchmark of equal-sized images:
+    ~3x less time per image on a CPU); one at a time otherwise. The maps equal those of
+    :func:`fuse_scales` up to float rounding (a batched conv may sum in another order)."""
+    if len(tuple(settings.scales)) != 1 or len(images) < 2:
+        return [fuse_scales(model, im, flip_index, settings, test_size) for im in images]
+    resized = [resize_for_test(im, test_size, 64, scale=1.0, min_scale=1.0) for im in images]
+    if len({r.shape for r, _ in resized}) != 1:
+        return [fuse_scales(model, im, flip_index, settings, test_size) for im in images]
+    x = torch.stack([normalize(r) for r, _ in resized])
+    maps = flip_test(model, x, flip_index, flip=settings.flip)
+    return [FusedMaps(maps["heatmaps"][i].cpu(), [maps["center"][i].cpu()],
+                      [maps["keypoints"][i].cpu()], info) for i, (_, info) in enumerate(resized)]
+
+
 def _cues_to_1x(sample: dict, info: ResizeInfo) -> torch.Tensor:
     """Ground-truth poses of a raw sample usable as cues: ``(G, K, 3)`` in reference 1x px."""
     kps = np.asarray(sample.get("keypoints", np.zeros((0, 0, 3))), np.float64)
@@ -223,6 +246,14 @@ def _to_original(poses: torch.Tensor, info: ResizeInfo) -> torch.Tensor:
     out = poses.clone()
     out[..., :2] = info.to_original(poses[..., :2].double()).to(poses.dtype)
     return out
+
+
+def _check_qualities(qualities: Iterable[str]) -> tuple[str, ...]:
+    qualities = tuple(qualities)
+    bad = [q for q in qualities if q not in QUALITIES]
+    if bad:
+        raise ValueError(f"unknown quality {bad[0]!r}; choose from {QUALITIES}")
+    return qualities
 
 
 @torch.no_grad()
@@ -247,12 +278,22 @@ def infer_image(
     ``test_size``: the short side at scale 1 (``cfg.eval.test_size``); ``score_fn``: the
     final poses' score (the learned scoring), default the mean joint score.
     """
-    qualities = tuple(qualities)
-    bad = [q for q in qualities if q not in QUALITIES]
-    if bad:
-        raise ValueError(f"unknown quality {bad[0]!r}; choose from {QUALITIES}")
-    img = load_image(image)
-    fused = fuse_scales(model, img, spec.flip_index, settings, test_size)
+    qualities = _check_qualities(qualities)
+    fused = fuse_scales(model, load_image(image), spec.flip_index, settings, test_size)
+    return decode_fused(fused, settings, qualities=qualities, sample=sample, score_fn=score_fn)
+
+
+def decode_fused(
+    fused: FusedMaps,
+    settings: DecodeConfig = DEFAULT_DECODE,
+    *,
+    qualities: Iterable[str] = ("final",),
+    sample: dict | None = None,
+    score_fn: decode.ScoreFn | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The second half of :func:`infer_image`: an image's fused maps -> its poses per quality
+    in original pixels (same arguments and result)."""
+    qualities = _check_qualities(qualities)
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if "regression" in qualities or "final" in qualities:
         res = decode.parse(fused.heatmaps, fused.centers, fused.keypoints, settings,
@@ -331,6 +372,7 @@ def predict_dataset(
     test_size: int = 512,
     qualities: Iterable[str] = ("final",),
     max_images: int = 0,
+    batch_size: int = 16,
     progress: bool = True,
     score_fn: decode.ScoreFn | None = None,
 ) -> tuple[dict[str, list[dict]], list[int]]:
@@ -338,8 +380,9 @@ def predict_dataset(
     ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``); ``spec`` and
     the rest as :func:`infer_image`.
 
-    Images go through the network one at a time (their sizes differ). ``max_images > 0``
-    takes the first N. Returns ``({quality: detections}, image_ids)``.
+    Images go through the network ``batch_size`` at a time where their sizes agree
+    (:func:`fuse_batch`), one at a time otherwise. ``max_images > 0`` takes the first N.
+    Returns ``({quality: detections}, image_ids)``.
     """
     qualities = tuple(qualities)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
@@ -347,16 +390,22 @@ def predict_dataset(
     ids: list[int] = []
     was_training = model.training
     model.eval()
+    bar = progress_bar(total=n, desc="inference", unit="img", enabled=progress)
     try:
-        for i in progress_bar(range(n), desc="inference", unit="img", enabled=progress):
-            sample = dataset[i]
-            image_id = int(sample["image_id"])
-            res = infer_image(model, sample["image"], spec, settings, test_size=test_size,
-                              qualities=qualities, sample=sample, score_fn=score_fn)
-            for q in qualities:
-                dets[q].extend(to_coco(*res[q], image_id))
-            ids.append(image_id)
+        for start in range(0, n, batch_size):
+            samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            images = [load_image(sample["image"]) for sample in samples]
+            for sample, fused in zip(samples, fuse_batch(model, images, spec.flip_index,
+                                                         settings, test_size)):
+                res = decode_fused(fused, settings, qualities=qualities, sample=sample,
+                                   score_fn=score_fn)
+                image_id = int(sample["image_id"])
+                for q in qualities:
+                    dets[q].extend(to_coco(*res[q], image_id))
+                ids.append(image_id)
+            bar.update(len(samples))
     finally:
+        bar.close()
         model.train(was_training)
     return dets, ids
 

@@ -142,11 +142,13 @@ class PerfectModel(nn.Module):
     256 x 256 images are not resized at test_size 256)."""
 
     def forward(self, x):
-        index = int(x[0, 0, 0, 0] > 0)
-        anns = [annotation(p) for p in _persons(index)]
-        t = make_targets(anns, 256, 64, COCO)
-        return {"heatmaps": t["heatmaps"][None, :K], "center": t["heatmaps"][None, K:],
-                "offsets": t["offsets"][None]}
+        maps = []
+        for image in x:  # a batch of images (arkpose.inference.fuse_batch)
+            anns = [annotation(p) for p in _persons(int(image[0, 0, 0] > 0))]
+            maps.append(make_targets(anns, 256, 64, COCO))
+        return {"heatmaps": torch.stack([t["heatmaps"][:K] for t in maps]),
+                "center": torch.stack([t["heatmaps"][K:] for t in maps]),
+                "offsets": torch.stack([t["offsets"] for t in maps])}
 
 
 def tiny_config(root) -> Config:

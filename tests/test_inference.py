@@ -193,3 +193,26 @@ def test_import_arkpose_stays_light():
     code = "import arkpose, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_batch_of_equal_sized_images_gives_the_maps_of_one_at_a_time():
+    from arkpose.config import preset
+    from arkpose.model import build_model
+
+    model = build_model(preset("smoke").model, K, seed=0).eval()
+    rng = np.random.default_rng(0)
+    same = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    mixed = [*same[:2], rng.integers(0, 255, (128, 96, 3), dtype=np.uint8)]
+    settings = DecodeConfig()
+    for images, exact in ((same, False), (mixed, True)):
+        batched = inference.fuse_batch(model, images, COCO.flip_index, settings, 128)
+        for image, got in zip(images, batched):
+            one = inference.fuse_scales(model, image, COCO.flip_index, settings, 128)
+            assert got.info == one.info
+            for a, b in ((got.heatmaps, one.heatmaps), (got.centers[0], one.centers[0]),
+                         (got.keypoints[0], one.keypoints[0])):
+                assert a.shape == b.shape
+                if exact:  # sizes differ: one at a time, the same computation
+                    assert torch.equal(a, b)
+                else:
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
