@@ -23,11 +23,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 ablations: $(STAMP)
-	$(VENV)/bin/arkpose ablate --preset quick $(if $(SEEDS),--seeds $(SEEDS))
+	$(VENV)/bin/arkpose ablate --preset laptop $(if $(SEEDS),--seeds $(SEEDS))
 
-# Copy the quick report's tables and provenance to docs/results/ and quote them in the README.
+# Copy the laptop report's tables and provenance to docs/results/ and quote them in the README.
 results: $(STAMP)
-	$(PY) -m arkpose.publish reports/table4-quick
+	$(PY) -m arkpose.publish reports/table4-laptop
 
 # Jupyter Lab at the repository root (the notebooks find the project from notebooks/ too);
 # it prints the URL with its token. LAB_ARGS passes more, e.g. LAB_ARGS="--port 8890 --no-browser".

@@ -278,14 +278,14 @@ def _laptop() -> Config:
     persons), every row fine-tuned from one shared backbone (docs/ablations.md, "Shared
     backbone"), calibrated in docs/synthpose.md, "Calibration of the laptop preset"."""
     cfg = _cpu("laptop", "table4", 2, "nano-w16", 128, 16)
-    cfg.ablation_seeds = 6
+    cfg.ablation_seeds = 5
     cfg.pretrain_epochs = 8
     cfg.optim.ema = 0.99
     cfg.eval.every = 0  # the ablation evaluates every run at its end
     cfg.eval.scorer_images = 600  # ~3x fewer than the training set: a minute less per seed
-    # Persons from 34 px: at 3x COCO's tolerance the baseline's final AP is ~13 (a floor
-    # effect); at 5x it lies in 30-70 (the calibration note).
-    cfg.data.oks_sigma_scale = 5.0
+    # Persons from 34 px: at 3x COCO's tolerance a baseline's final AP is ~13 (a floor
+    # effect), at 5x ~30, the edge of the 30-70 the issue asks for (docs/synthpose.md).
+    cfg.data.oks_sigma_scale = 6.0
     return cfg
 
 

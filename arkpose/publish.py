@@ -61,5 +61,5 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
 
 if __name__ == "__main__":  # `make results`: python -m arkpose.publish REPORT_DIR
     repo = Path(__file__).resolve().parents[1]
-    for folder in sys.argv[1:] or [str(repo / "reports" / "table4-quick")]:
+    for folder in sys.argv[1:] or [str(repo / "reports" / "table4-laptop")]:
         print(publish(folder, repo / "README.md", repo / "docs" / "results"))

@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ablation", default=str(REPO / "ablations" / "table4.yaml"),
                         help="ablation definition (yaml); default: the paper's Table 4")
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                        help="training preset every row starts from (default: quick)")
+    parser.add_argument("--preset", default="laptop", choices=sorted(PRESETS),
+                        help="training preset every row starts from (default: laptop)")
     parser.add_argument("--data", default=None,
                         help="dataset root (default: the preset's; SynthPose is generated)")
     parser.add_argument("--seeds", default=None, metavar="N | S,S,...",

@@ -1,7 +1,7 @@
 """Render a report's ``index.html`` in headless Chromium and save a full-page screenshot, so
 a person can look at the page as a reader sees it (from the file system, no server).
 
-    python tests/benchmarks/screenshot_report.py [reports/table4-quick/index.html] [--out PNG]
+    python tests/benchmarks/screenshot_report.py [reports/table4-laptop/index.html] [--out PNG]
 
 Not part of ``make test``: it needs a Chromium binary (``chromium``, ``chromium-browser``,
 ``google-chrome``; Debian: ``apt-get install chromium``) and says so when there is none.
@@ -42,7 +42,7 @@ def screenshot(page: Path, out: Path, width: int = 1280, height: int = 6000) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("page", nargs="?", default="reports/table4-quick/index.html")
+    parser.add_argument("page", nargs="?", default="reports/table4-laptop/index.html")
     parser.add_argument("--out", default=None, help="PNG to write (default: beside the page, "
                         "named <page folder>-screenshot.png under reports/screenshots/)")
     parser.add_argument("--width", type=int, default=1280)
