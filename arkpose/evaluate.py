@@ -194,6 +194,50 @@ def evaluate_matching(
         AR50, AR75, ARm, ARl``; CrowdPose ``AP, AP50, AP75, AR, AR50, AR75, AP_easy,
         AP_medium, AP_hard``, the matching).
     """
+    with _evaluated(gt, detections, spec, image_ids) as ev:
+        # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level.
+        matching = matching_from_cocoeval(ev)
+        ev.accumulate()
+        ev.summarize()
+    names = stat_names(spec)
+    return {name: float(v) for name, v in zip(names, ev.stats)}, matching
+
+
+def matchings_ignoring(
+    gt: Any,
+    detections: Any,
+    spec: KeypointSpec,
+    ignore: Mapping[str, set[int]],
+    *,
+    image_ids: Iterable[int] | None = None,
+) -> dict[str, Matching]:
+    """For each ``name: annotation ids``, the matching of :func:`evaluate_matching` with those
+    persons ignored as COCOeval ignores an unlabelled one (a detection that matches one is
+    neither a true nor a false positive; arkpose.strata). The OKS of every (detection, person)
+    pair is computed once and each set only re-runs the greedy matching, so the sets cost
+    little more than one evaluation; equal to evaluating a copy of ``gt`` with those persons'
+    ``num_keypoints`` set to 0 (tests/test_strata.py)."""
+    out = {}
+    with _evaluated(gt, detections, spec, image_ids) as ev:
+        p = ev.params
+        persons = [g for gts in ev._gts.values() for g in gts]
+        labelled = [g["ignore"] for g in persons]  # crowd or no joint: ignored in every set
+        for name, ids in ignore.items():
+            for g, base in zip(persons, labelled):
+                g["ignore"] = base or g["id"] in ids
+            cats = p.catIds if p.useCats else [-1]
+            ev.evalImgs = [ev.evaluateImg(i, c, p.areaRng[0], p.maxDets[-1])
+                           for c in cats for i in p.imgIds]
+            out[name] = matching_from_cocoeval(ev)
+        for g, base in zip(persons, labelled):
+            g["ignore"] = base
+    return out
+
+
+@contextlib.contextmanager
+def _evaluated(gt: Any, detections: Any, spec: KeypointSpec, image_ids: Iterable[int] | None):
+    """The library's COCOeval of ``detections`` on ``gt`` after ``evaluate()`` (arguments as
+    :func:`evaluate_matching`), its output silenced."""
     _, COCOeval = _api(spec)
     data = load_gt(gt)
     # COCOeval reads these of every annotation (area for the area ranges when use_area).
@@ -219,12 +263,7 @@ def evaluate_matching(
             ev = COCOeval(coco_gt, dt, "keypoints")
             ev.params.kpt_oks_sigmas = sigmas
         ev.evaluate()
-        # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level.
-        matching = matching_from_cocoeval(ev)
-        ev.accumulate()
-        ev.summarize()
-    names = stat_names(spec)
-    return {name: float(v) for name, v in zip(names, ev.stats)}, matching
+        yield ev
 
 
 def stats_frame(results: Mapping[str, Mapping[str, float]]):

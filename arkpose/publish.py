@@ -15,6 +15,8 @@ README_BEGIN = "<!-- results:begin (written by `make results`; edit nothing insi
 README_END = "<!-- results:end -->"
 PUBLISHED = ("table4.md", "table4_deltas.md", "table4.csv", "table4_deltas.csv", "per_seed.csv",
              "provenance.json")
+# Copied too when the report has them (the strata and Fig. 3 numbers of SynthPose runs).
+OPTIONAL = ("table4_strata.md", "table4_strata.csv", "fig3_stn_numbers.csv", "wall.json")
 
 
 def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Path:
@@ -31,7 +33,7 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
         raise ValueError(f"{readme} needs one {README_BEGIN!r} and one {README_END!r} line")
     target = Path(dest) / report_dir.name
     target.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED:
+    for name in PUBLISHED + tuple(n for n in OPTIONAL if (report_dir / n).is_file()):
         shutil.copyfile(report_dir / name, target / name)
     prov = json.loads((report_dir / "provenance.json").read_text())
     rel = Path(os.path.relpath(target, readme.parent)).as_posix()
@@ -44,7 +46,8 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
         f"thread(s), {prov['date'][:10]}; AP x 100, mean over seeds [95% CI] (files: `{rel}/`). "
         "Wall time per row, all seeds (training + evaluation + scorer): "
         + ", ".join(f"{row} {seconds / 60:.0f} min" for row, seconds in prov["wall_s_per_row"].items())
-        + ".",
+        + "."
+        + _wall_sentence(report_dir / "wall.json"),
         "",
         (report_dir / "table4.md").read_text().split("\nProvenance:")[0].strip(),
         "",
@@ -57,6 +60,16 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
     _, tail = rest.split(README_END)
     readme.write_text(head + block + tail)
     return target
+
+
+def _wall_sentence(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    wall = json.loads(path.read_text())
+    ceiling = wall["fp32_ceiling_gmac_s"]
+    return (f" The whole `{wall['command']}` took {wall['wall_s'] / 60:.1f} min with "
+            f"{wall['threads']} thread(s) on a machine whose fp32 ceiling measured "
+            f"{ceiling['start']} G MAC/s before it and {ceiling['end']} after (`wall.json`).")
 
 
 if __name__ == "__main__":  # `make results`: python -m arkpose.publish REPORT_DIR

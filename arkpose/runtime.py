@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -34,6 +35,20 @@ def configure_threads() -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def fp32_ceiling(repeats: int = 3, size: int = 2048) -> float:
+    """G multiply-adds per second of the best of ``repeats`` fp32 ``size``³ matmuls on the
+    current threads: the most any conv reaches here, so timings compare across machines as
+    ratios to it (tests/benchmarks/bench_model.py; ``arkpose ablate`` records it)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return size**3 / best / 1e9
 
 
 def seed_everything(seed: int) -> None:

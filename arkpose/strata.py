@@ -26,7 +26,7 @@ import pandas as pd
 
 from arkpose import stats
 from arkpose.data.synth_card import OVERLAP_IOU, ROTATED_DEG, max_box_iou
-from arkpose.evaluate import MATCHING_FILE, evaluate_matching, load_gt
+from arkpose.evaluate import MATCHING_FILE, load_gt, matchings_ignoring
 from arkpose.provenance import digest, file_sha256
 from arkpose.spec import KeypointSpec
 
@@ -110,10 +110,10 @@ def strata_matchings(gt: Any, detections: list[dict], spec: KeypointSpec,
     """Every stratum's matching of ``detections`` on ``image_ids``, and its person count."""
     data = load_gt(gt)
     members = assign_strata(person_table(data, image_ids))
-    out = {}
-    for stratum, keep in members.items():
-        _, out[stratum] = evaluate_matching(ignore_outside(data, keep), detections, spec,
-                                            image_ids=image_ids)
+    everyone = {a["id"] for a in data["annotations"] if counted(a)}
+    out = matchings_ignoring(data, detections, spec,
+                             {s: everyone - keep for s, keep in members.items()},
+                             image_ids=image_ids)
     return out, {s: len(keep) for s, keep in members.items()}
 
 

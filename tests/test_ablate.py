@@ -253,16 +253,22 @@ def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
             "device": "AMD EPYC", "threads": 2, "date": "2026-12-07T03:00:00+00:00",
             "wall_s_per_row": {"baseline": 900.0, "+adaptive": 1800.0}}
     (rep / "provenance.json").write_text(json.dumps(prov))
+    (rep / "table4_strata.md").write_text("strata\n")  # optional, present; fig3_stn_numbers.csv absent
+    (rep / "wall.json").write_text(json.dumps({"command": "arkpose ablate --preset quick", "wall_s": 1500.0,
+                                               "threads": 2, "fp32_ceiling_gmac_s": {"start": 80.1, "end": 79.0}}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.README_BEGIN}\nold numbers\n{report.README_END}\nafter\n")
     target = report.publish(rep, readme, tmp_path / "docs" / "results")
     assert target == tmp_path / "docs/results/table4-quick"
     assert all((target / n).is_file() for n in report.PUBLISHED)
+    assert (target / "table4_strata.md").is_file() and not (target / "fig3_stn_numbers.csv").exists()
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{report.README_END}\nafter\n")
     assert "old numbers" not in text and "| baseline | 26.7 [25.0, 28.4] |" in text
     assert "| +guidance | helps |" in text and "seeds [0, 1, 2]" in text and "`abcdef1234`" in text
     assert "baseline 15 min, +adaptive 30 min" in text and "Provenance:" not in text
+    assert ("The whole `arkpose ablate --preset quick` took 25.0 min with 2 thread(s) on a machine "
+            "whose fp32 ceiling measured 80.1 G MAC/s before it and 79.0 after") in text
     assert "(files: `docs/results/table4-quick/`)" in text
     assert "trained at commit(s) `1234567890`, `fedcba9876` (dirty), summarised at `abcdef1234`" in text
     report.publish(rep, readme, tmp_path / "docs" / "results")

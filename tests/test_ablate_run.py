@@ -95,6 +95,16 @@ def test_every_notebook_runs_with_relative_paths_from_the_root_and_from_notebook
 
 
 @pytest.mark.slow
+def test_the_command_records_its_wall_time_and_the_fp32_ceiling(smoke_project):
+    project, argv, printed = smoke_project
+    for folder in (project / "runs/ablations/table4-smoke", project / "reports/table4-smoke"):
+        wall = json.loads((folder / "wall.json").read_text())
+        assert wall["command"] == "arkpose ablate " + " ".join(argv) and wall["threads"] >= 1
+        assert wall["wall_s"] > 10 and min(wall["fp32_ceiling_gmac_s"].values()) > 0.1
+    assert f"wall {wall['wall_s'] / 60:.1f} min" in printed
+
+
+@pytest.mark.slow
 def test_report_pages_show_every_part_and_link_only_to_existing_files(smoke_project):
     project, _, _ = smoke_project
     report = project / "reports" / "table4-smoke"

@@ -30,12 +30,12 @@ def _worker(rank: int, port: int, synth_dir: str, out: str) -> None:
         WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), ARKPOSE_THREADS="1",
     )
     import arkpose.data
-    import arkpose.model
+    import arkpose.train.loop
 
     seen: dict[int, list[int]] = {}
     models = []
     base_get = arkpose.data.TrainDataset.__getitem__
-    base_build = arkpose.model.build_model
+    base_build = arkpose.train.loop.build_model
 
     def getitem(self, index):
         seen.setdefault(self.epoch, []).append(int(index))
@@ -46,7 +46,7 @@ def _worker(rank: int, port: int, synth_dir: str, out: str) -> None:
         return models[-1]
 
     arkpose.data.TrainDataset.__getitem__ = getitem
-    arkpose.model.build_model = build
+    arkpose.train.loop.build_model = build  # the name the loop calls
     metrics = train.train(tiny_train_config(synth_dir, batch_size=2, epochs=2), out, progress=False)
     torch.save(models[0].state_dict(), os.path.join(out, f"weights{rank}.pt"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:

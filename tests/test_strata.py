@@ -177,3 +177,42 @@ def test_a_component_that_finds_a_rotated_person_helps_the_rotated_stratum_only(
     assert len(fig.axes) == 3
     empty = pd.DataFrame(columns=strata.COLUMNS)
     assert len(strata.strata_plot(empty).axes) == 1 and strata.strata_display(empty).empty
+
+
+@pytest.mark.parametrize("spec", [COCO, CROWDPOSE], ids=["pycocotools", "xtcocotools"])
+def test_one_oks_pass_per_ignore_set_equals_evaluating_a_relabelled_file(spec):
+    """evaluate.matchings_ignoring (the strata's fast path) against COCOeval run on a copy of
+    the ground truth with the persons outside the set unlabelled (strata.ignore_outside), on
+    40 random images of overlapping persons and noisy, duplicated and background
+    detections."""
+    rng = np.random.default_rng(7)
+    k = spec.num_keypoints
+    images, anns, dets = [], [], []
+    for image in range(1, 41):
+        images.append({"id": image, "file_name": f"{image}.png", "width": 200, "height": 200,
+                       "crowdIndex": 0.2})
+        for _ in range(rng.integers(0, 5)):
+            x, y, side = rng.uniform(0, 120), rng.uniform(0, 120), rng.uniform(15, 80)
+            xy = np.stack([x + side * rng.uniform(0, 1, k), y + side * rng.uniform(0, 1, k)], 1)
+            vis = np.where(rng.uniform(size=k) < 0.15, 0.0, 2.0)
+            anns.append({"id": len(anns) + 1, "image_id": image, "category_id": 1, "iscrowd": 0,
+                         "bbox": [x, y, side, side], "area": side * side,
+                         "keypoints": np.column_stack([xy * (vis > 0)[:, None], vis]).ravel().tolist(),
+                         "num_keypoints": int((vis > 0).sum())})
+            for _ in range(rng.integers(0, 3)):  # misses, hits and duplicates
+                noisy = xy + rng.normal(0, rng.uniform(0.5, 6), xy.shape)
+                dets.append({"image_id": image, "category_id": 1, "score": float(rng.uniform()),
+                             "keypoints": np.column_stack([noisy, np.ones(k)]).ravel().tolist()})
+        if rng.uniform() < 0.3:  # background
+            dets.append({"image_id": image, "category_id": 1, "score": float(rng.uniform()),
+                         "keypoints": np.column_stack([rng.uniform(0, 200, (k, 2)), np.ones(k)]).ravel().tolist()})
+    gt = {"images": images, "annotations": anns,
+          "categories": [{"id": 1, "name": "person", "keypoints": list(spec.keypoints), "skeleton": []}]}
+    ids = [a["id"] for a in anns]
+    sets = {"none": set(), "half": set(ids[::2]), "random": {i for i in ids if rng.uniform() < 0.7}}
+    fast = evaluate.matchings_ignoring(gt, dets, spec, sets)
+    for name, ignored in sets.items():
+        _, slow = evaluate.evaluate_matching(strata.ignore_outside(gt, set(ids) - ignored), dets, spec)
+        for field in dataclasses.fields(stats.Matching):
+            assert np.array_equal(getattr(fast[name], field.name), getattr(slow, field.name)), (name, field.name)
+    assert stats.average_precision(fast["half"]) != stats.average_precision(fast["none"])

@@ -16,6 +16,7 @@ from arkpose.config import PRESETS
 from arkpose.config_check import check as check_config
 from arkpose.data import DatasetError
 from arkpose.data.synth import SynthError
+from arkpose.jsonio import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,10 +80,16 @@ def launch_overrides(args: argparse.Namespace) -> list[str]:
     return [f"launch.{f}={getattr(args, f)}" for f in fields if getattr(args, f) is not None]
 
 
+# The whole command's wall time and the machine's fp32 ceiling before and after it, beside
+# the runs and in the report: the budget of issue 17 is stated against that ceiling.
+WALL_FILE = "wall.json"
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     args.overrides = [*args.overrides, *launch_overrides(args)]
-    runtime.configure_threads()
+    threads = runtime.configure_threads()
+    t_start, ceiling = time.perf_counter(), runtime.fp32_ceiling()
     try:
         definition = ablate.load_ablation(args.ablation)
         seeds = ablate.parse_seeds(args.seeds, config.preset(args.preset).ablation_seeds)
@@ -131,6 +138,12 @@ def main(argv: list[str]) -> int:
         notebooks.run_report_notebooks(wanted, report_dir)
         print(f"report: {report_index.run_page(report_dir, since=started)}")
         report_index.root_page(args.reports)
+    wall = {"command": "arkpose ablate " + " ".join(argv), "wall_s": round(time.perf_counter() - t_start, 1),
+            "threads": threads, "fp32_ceiling_gmac_s": {"start": round(ceiling, 1),
+                                                        "end": round(runtime.fp32_ceiling(), 1)}}
+    for folder in [run_root] + ([report_dir] if not args.no_notebooks else []):
+        write_json(folder / WALL_FILE, wall, indent=2)
+    print(f"wall {wall['wall_s'] / 60:.1f} min; fp32 ceiling {wall['fp32_ceiling_gmac_s']} G MAC/s")
     return 0
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from arkpose.config import ModelConfig, preset
 from arkpose.loss import compute_losses
 from arkpose.model import adaptive_conv2d, build_model, count_params_and_macs
-from arkpose.runtime import configure_threads
+from arkpose.runtime import configure_threads, fp32_ceiling
 
 
 def best_of(fn, repeats: int, warmup: int = 1) -> float:
@@ -39,8 +39,7 @@ def best_of(fn, repeats: int, warmup: int = 1) -> float:
 
 def machine_ceiling(repeats: int) -> float:
     """Multiply-adds per second of a large fp32 matmul: the most any conv reaches here."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    rate = 2048**3 / best_of(lambda: a @ b, repeats)
+    rate = fp32_ceiling(repeats) * 1e9
     print(f"fp32 ceiling (2048^3 matmul): {rate / 1e9:.1f} G MAC/s")
     return rate
 
@@ -112,7 +111,7 @@ def bench_train(name: str, batch: int, repeats: int, ceiling: float) -> None:
     print(
         f"{cfg.model.backbone} train step at {size}px, batch {batch}: {1000 * t / batch:.1f} ms/image "
         f"({params / 1e6:.2f} M params, {macs / 1e9:.2f} G MACs at 256; at the fp32 ceiling "
-        f">= {1000 * floor:.1f} ms/image)"
+        f">= {1000 * floor:.1f} ms/image; step / floor = {t / batch / floor:.1f}x, target <= 2.5x)"
     )
 
 
