@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from arkpose import ablate, config
+from arkpose import ablate, presets
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -89,7 +89,7 @@ def report_notebooks(definition: ablate.Ablation, preset: str, seeds: tuple[int,
     """``(notebook file name, parameters)`` of an ablation's report, in order: Table 4, the
     error analysis (Fig. 4) when analysed, the adaptive units (Fig. 3) when a trained row has
     them (its last such row, first seed), and the explorer (the last trained row)."""
-    base = config.preset(preset)
+    base = presets.preset(preset)
     params: dict[str, Any] = {
         "run_root": str(run_root.resolve()), "report_dir": str(report_dir.resolve()),
         "paper_csv": str(NOTEBOOKS.parent / "ablations" / "paper_numbers.csv"),

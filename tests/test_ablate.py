@@ -4,17 +4,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arkpose import ablate, config
+from arkpose import ablate, ablation_def, config, presets
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_table4_definition_matches_the_paper_rows():
-    definition = ablate.load_ablation(REPO / "ablations" / "table4.yaml")
+    definition = ablation_def.load_ablation(REPO / "ablations" / "table4.yaml")
     assert [r.name for r in definition.rows] == [
         "baseline", "+guidance", "+tradeoff", "+adaptive", "+scoring"
     ]
-    base = config.preset("quick")
+    base = presets.preset("quick")
     switches = [
         (c.model.guidance, c.loss.tradeoff, c.model.adaptive, c.eval.learned_scoring)
         for c in (ablate.row_config(base, r) for r in definition.rows)
@@ -51,12 +51,12 @@ def _write(tmp_path, text):
 )
 def test_bad_definitions_name_the_problem(tmp_path, text, message):
     with pytest.raises(ablate.AblationError, match=message):
-        ablate.load_ablation(_write(tmp_path, text))
+        ablation_def.load_ablation(_write(tmp_path, text))
 
 
 def test_missing_definition(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
-        ablate.load_ablation(tmp_path / "nope.yaml")
+        ablation_def.load_ablation(tmp_path / "nope.yaml")
 
 
 def test_ablate_command_reports_bad_input_in_one_line(tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_stale_synthpose_data_is_refused_with_the_fix(tmp_path):
 
     root = tmp_path / "sp"
     synth.generate(root, "smoke", train=2, val=1, progress=False)  # not the smoke preset's counts
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.data.root = str(root)
     with pytest.raises(synth.SynthError, match=rf"other arguments.*--out {root} --preset smoke --force"):
         ablate.ensure_data(cfg, progress=False)
@@ -82,7 +82,7 @@ def test_stale_synthpose_data_is_refused_with_the_fix(tmp_path):
 
 def test_user_overrides_apply_after_the_row():
     row = ablate.Row("r", {"model.adaptive": False, "optim.epochs": 3})
-    cfg = ablate.row_config(config.preset("smoke"), row, ["optim.epochs=1"])
+    cfg = ablate.row_config(presets.preset("smoke"), row, ["optim.epochs=1"])
     assert cfg.model.adaptive is False and cfg.optim.epochs == 1 and cfg.name == "r"
 
 
@@ -140,13 +140,13 @@ def test_a_summary_of_an_older_arkpose_is_refused(tmp_path):
     [(None, (0, 1, 2)), ("2", (0, 1)), ("0,1,2", (0, 1, 2)), ("5,", (5,)), (" 3, 7 ", (3, 7))],
 )
 def test_seeds_parse(text, seeds):
-    assert ablate.parse_seeds(text, 3) == seeds
+    assert ablation_def.parse_seeds(text, 3) == seeds
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "a,b", "1,-2", "1,1", ",", "1.5"])
 def test_bad_seeds_name_the_fix(text):
     with pytest.raises(ablate.AblationError, match="--seeds"):
-        ablate.parse_seeds(text, 3)
+        ablation_def.parse_seeds(text, 3)
 
 
 def test_run_identity_changes_with_every_field_but_the_seed_count(tmp_path):
@@ -155,7 +155,7 @@ def test_run_identity_changes_with_every_field_but_the_seed_count(tmp_path):
 
     root = tmp_path / "sp"
     synth.generate(root, "smoke", train=2, val=1, progress=False)
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.data.root = str(root)
     ident = provenance.identity(provenance.run_inputs(cfg))
     same = config.clone(cfg)

@@ -198,7 +198,7 @@ def test_smoke_ablation_end_to_end(smoke_project, capsys):
 def test_a_trained_row_with_learned_scoring_is_evaluated_with_its_scorer(tmp_path, monkeypatch):
     """`learned_scoring: true` on a row that trains (no `reuse`): its scorer is trained from
     its own checkpoint and its evaluation uses it (the heavy steps are recorded, not run)."""
-    from arkpose import ablate, ablation_report
+    from arkpose import ablate, ablation_def, ablation_report
 
     definition = tmp_path / "d.yaml"
     definition.write_text("name: d\nrows:\n  - {name: plain}\n  - {name: scored, learned_scoring: true}\n")
@@ -219,7 +219,7 @@ def test_a_trained_row_with_learned_scoring_is_evaluated_with_its_scorer(tmp_pat
     monkeypatch.setattr(ablate, "evaluate_row", fake_eval)
     monkeypatch.setattr(ablation_report, "write_summary", lambda *args, **kwargs: None)
     monkeypatch.setattr(ablation_report, "run_record", lambda *args: {})
-    ablate.run_ablation(ablate.load_ablation(definition), "smoke", seeds=(0,), analyse=False,
+    ablate.run_ablation(ablation_def.load_ablation(definition), "smoke", seeds=(0,), analyse=False,
                         runs_dir=tmp_path / "runs", progress=False, log=lambda line: None)
     scorer = tmp_path / "runs/d-smoke/scored/seed-0/scorer/scorer.pt"
     assert calls == [("plain", "plain", None), ("scored", "scored", scorer)]

@@ -7,7 +7,7 @@ import torch
 from tiny_config import tiny_train_config
 
 from arkpose import checkpoint as ckpt
-from arkpose import config, train
+from arkpose import presets, train
 from arkpose.config_check import problems
 from arkpose.train.ema import WeightAverage, warmup_decay
 
@@ -34,7 +34,7 @@ def test_the_average_follows_the_update_rule_and_copies_integer_buffers():
 
 
 def test_out_of_range_decays_are_config_errors():
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.optim.ema = 1.0
     assert problems(cfg) == ["optim.ema=1.0 must be in [0, 1) (0 = off)"]
 

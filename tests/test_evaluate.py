@@ -178,8 +178,9 @@ def test_evaluate_model_three_qualities_perfect(tmp_path):
 def test_eval_and_predict_commands(tmp_path, capsys):
     from arkpose.checkpoint import save_checkpoint
     from arkpose.cli import main
-    from arkpose.config import preset, to_dict
+    from arkpose.config import to_dict
     from arkpose.model import build_model
+    from arkpose.presets import preset
 
     write_dataset(tmp_path / "data")
     cfg = preset("smoke")

@@ -196,8 +196,8 @@ def test_import_arkpose_stays_light():
 
 
 def test_a_batch_of_equal_sized_images_gives_the_maps_of_one_at_a_time():
-    from arkpose.config import preset
     from arkpose.model import build_model
+    from arkpose.presets import preset
 
     model = build_model(preset("smoke").model, K, seed=0).eval()
     rng = np.random.default_rng(0)

@@ -97,7 +97,7 @@ def test_the_slurm_submission_asks_for_the_requested_resources(tmp_path):
             "10", "--time-min", "600", "--mem-gb", "128", "--account", "lab", "--qos", "high",
             "--jobs", "3"]
     overrides = command.launch_overrides(command.build_parser().parse_args(argv))
-    cfg = ablate.config_lib.preset("smoke")
+    cfg = ablate.presets.preset("smoke")
     ablate.config_lib.apply_overrides(cfg, overrides)
     assert cfg.launch == LaunchConfig(launcher="slurm", jobs=3, partition="gpu", gpus_per_job=4,
                                       cpus_per_job=10, time_min=600, mem_gb=128, account="lab",

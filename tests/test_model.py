@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from arkpose.config import ModelConfig, preset
+from arkpose.config import ModelConfig
 from arkpose.config_check import problems
 from arkpose.loss import compute_losses
 from arkpose.model import (
@@ -17,6 +17,7 @@ from arkpose.model import (
     build_model,
     count_params_and_macs,
 )
+from arkpose.presets import preset
 from arkpose.runtime import configure_threads
 
 configure_threads()  # ARKPOSE_THREADS; torch's default (all cores) thrashes on shared CPUs

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_config import tiny_train_config
 
-from arkpose import ablate, ablation_report, config, provenance
+from arkpose import ablate, ablation_def, ablation_report, config, presets, provenance
 from arkpose import checkpoint as ckpt
 from arkpose.model import build_model
 from arkpose.train.pretrained import BackboneMismatch, load_backbone
@@ -16,14 +16,14 @@ from arkpose.train.pretrained import BackboneMismatch, load_backbone
 
 def _save_model(path, model_cfg, seed):
     model = build_model(model_cfg, 17, seed=seed)
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.model = model_cfg
     ckpt.save_checkpoint(path, {"model": model.state_dict(), "config": config.to_dict(cfg)})
     return model
 
 
 def test_the_backbone_is_copied_and_the_heads_are_not(tmp_path):
-    model_cfg = config.preset("smoke").model
+    model_cfg = presets.preset("smoke").model
     source = _save_model(tmp_path / "a.pt", model_cfg, seed=1)
     model = build_model(model_cfg, 17, seed=2)
     heads_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
@@ -39,18 +39,18 @@ def test_the_backbone_is_copied_and_the_heads_are_not(tmp_path):
 
 def test_a_backbone_of_another_shape_is_refused_with_the_fix(tmp_path):
     _save_model(tmp_path / "tiny.pt", config.ModelConfig(backbone="tiny-w16"), seed=0)
-    model = build_model(config.preset("smoke").model, 17, seed=0)
+    model = build_model(presets.preset("smoke").model, 17, seed=0)
     with pytest.raises(BackboneMismatch, match="does not fit.*pretrain with the same model.backbone"):
         load_backbone(model, tmp_path / "tiny.pt")
 
 
 def test_the_digest_holds_the_weights_not_the_path(synth_dir, tmp_path):
-    _save_model(tmp_path / "a.pt", config.preset("smoke").model, seed=1)
+    _save_model(tmp_path / "a.pt", presets.preset("smoke").model, seed=1)
     shutil.copy(tmp_path / "a.pt", tmp_path / "b.pt")
-    _save_model(tmp_path / "c.pt", config.preset("smoke").model, seed=2)
+    _save_model(tmp_path / "c.pt", presets.preset("smoke").model, seed=2)
     digests = []
     for name in ("a.pt", "b.pt", "c.pt"):
-        cfg = config.preset("smoke")
+        cfg = presets.preset("smoke")
         cfg.data.root = str(synth_dir)
         cfg.model.init_backbone = str(tmp_path / name)
         digests.append(provenance.digest(provenance.run_inputs(cfg)))
@@ -79,7 +79,7 @@ def test_an_ablation_trains_the_shared_backbone_first_and_every_row_starts_from_
     monkeypatch.setattr(ablation_report, "write_summary", lambda *args, **kwargs: None)
     monkeypatch.setattr(ablation_report, "run_record", lambda *args: {})
     run = lambda: ablate.run_ablation(
-        ablate.load_ablation(definition), "smoke", seeds=(0, 1), analyse=False, overrides=overrides,
+        ablation_def.load_ablation(definition), "smoke", seeds=(0, 1), analyse=False, overrides=overrides,
         runs_dir=tmp_path / "runs", progress=False, log=lambda line: None)
     run()
     root = tmp_path / "runs/d-smoke"

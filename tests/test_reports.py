@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from arkpose import ablation_report, checkpoint, config, curves, notebooks, report_index
+from arkpose import ablation_report, checkpoint, config, curves, notebooks, presets, report_index
 
 
 class Links(HTMLParser):
@@ -49,7 +49,7 @@ def test_relative_notebook_paths_resolve_from_the_root_and_from_notebooks(tmp_pa
 
 
 def _save(path: Path, data_root: str) -> None:
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.data.root = data_root
     checkpoint.save_checkpoint(path, {"config": config.to_dict(cfg), "model": {}})
 
@@ -76,7 +76,7 @@ def test_a_checkpoint_finds_its_data_from_any_working_directory(tmp_path, monkey
 def test_an_older_checkpoint_finds_its_relative_data_root_above_it(tmp_path, monkeypatch):
     (tmp_path / "data" / "synth").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "data")
-    cfg = config.to_dict(config.preset("smoke"))
+    cfg = config.to_dict(presets.preset("smoke"))
     cfg["data"]["root"] = "data/synth"
     legacy = {"config": cfg}  # no "paths": written before they were stored
     found = checkpoint.data_root(legacy, tmp_path / "runs" / "x" / "seed-0" / "last.pt")
@@ -116,7 +116,7 @@ def test_tensorboard_without_its_package_is_one_config_error(monkeypatch):
             raise ImportError(name)
         return real(name, *args, **kwargs)
 
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     curves.check_tensorboard(cfg)  # off: nothing needed
     cfg.tensorboard = True
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from arkpose import scoring
+from arkpose import presets, scoring
 from arkpose.spec import COCO, CROWDPOSE, KeypointSpec
 
 # A tiny 3-joint layout whose features are easy to work out by hand.
@@ -486,7 +486,7 @@ def test_rescore_end_to_end(synth_dir, tmp_path, monkeypatch, capsys):
     from arkpose.cli import rescore as cli
     from arkpose.data import build_dataset
 
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.data.root, cfg.data.synth_preset = str(synth_dir), ""
     model = _random_smoke_model(cfg)
     ckpt = tmp_path / "run" / "best.pt"

@@ -1,6 +1,6 @@
 import pytest
 
-from arkpose import config, spec
+from arkpose import config, presets, spec
 
 
 def test_builtin_specs():
@@ -48,7 +48,7 @@ def test_coco_category_skeleton_is_one_based():
 
 
 def test_overrides_reach_every_section():
-    cfg = config.preset("quick")
+    cfg = presets.preset("quick")
     config.apply_overrides(
         cfg, ["model.adaptive=false", "loss.tradeoff=off", "eval.decode.scales=0.5,1,2", "seed=7"]
     )
@@ -70,16 +70,16 @@ def test_overrides_reach_every_section():
 )
 def test_override_errors(override, message):
     with pytest.raises(config.ConfigError, match=message):
-        config.apply_overrides(config.preset("smoke"), [override])
+        config.apply_overrides(presets.preset("smoke"), [override])
 
 
 def test_unknown_preset_lists_presets():
     with pytest.raises(config.ConfigError, match="coco-w32"):
-        config.preset("fast")
+        presets.preset("fast")
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = config.apply_overrides(config.preset("coco-w48"), ["eval.decode.flip=false"])
+    cfg = config.apply_overrides(presets.preset("coco-w48"), ["eval.decode.flip=false"])
     config.save_yaml(cfg, tmp_path / "c.yaml")
     assert config.load_yaml(tmp_path / "c.yaml") == cfg
     (tmp_path / "bad.yaml").write_text("model:\n  widths: 3\n")
@@ -88,24 +88,24 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_every_preset_builds_and_paper_schedule():
-    for name in config.PRESETS:
-        assert config.preset(name).name == name
-    coco = config.preset("coco-w32")
+    for name in presets.PRESETS:
+        assert presets.preset(name).name == name
+    coco = presets.preset("coco-w32")
     assert coco.optim.batch_size == 12 and coco.optim.epochs == 140
     assert [round(f * 140) for f in coco.optim.lr_drops] == [90, 120]
 
 
 def test_dataset_picks_its_keypoint_spec():
-    cfg = config.preset("coco-w32")
+    cfg = presets.preset("coco-w32")
     assert cfg.data.spec is spec.COCO
-    assert config.preset("crowdpose-w32").data.spec is spec.CROWDPOSE
+    assert presets.preset("crowdpose-w32").data.spec is spec.CROWDPOSE
     cfg.data.dataset = "mpii"
     with pytest.raises(config.ConfigError, match="unknown data.dataset 'mpii'.*crowdpose"):
         _ = cfg.data.spec
 
 
 def test_oks_sigma_scale_scales_only_the_sigmas():
-    cfg = config.preset("quick")  # SynthPose: COCO's 17 keypoints, tolerance x3 on CPU
+    cfg = presets.preset("quick")  # SynthPose: COCO's 17 keypoints, tolerance x3 on CPU
     got = cfg.data.spec
     assert cfg.data.oks_sigma_scale == 3.0 and got.name == "coco"
     assert got.sigmas == pytest.approx([3 * s for s in spec.COCO.sigmas])

@@ -19,7 +19,7 @@ import torch
 from tiny_config import tiny_train_config
 
 from arkpose import checkpoint as ckpt
-from arkpose import config, curves, train
+from arkpose import config, curves, presets, train
 from arkpose.cli import main as arkpose_main
 from arkpose.train import signals as train_signals
 from arkpose.train import step as train_steps
@@ -41,7 +41,7 @@ def _tiny_state():
     state = {
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "epoch": 1, "step": 0, "rng": ckpt.rng_state(),
-        "config": config.to_dict(config.preset("smoke")), "metrics": {"loss": 0.5},
+        "config": config.to_dict(presets.preset("smoke")), "metrics": {"loss": 0.5},
         "version": "0.1.0",
     }
     return model, opt, sched, state
@@ -112,7 +112,7 @@ def test_lr_schedule_drops_at_the_papers_epochs():
     assert train.lr_milestones(140, (90 / 140, 120 / 140)) == [90, 120]
     assert train.lr_milestones(300, (200 / 300, 260 / 300)) == [200, 260]
     assert train.lr_milestones(10, (90 / 140, 120 / 140)) == [6, 9]
-    cfg = config.preset("coco-w32")
+    cfg = presets.preset("coco-w32")
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.lr)
     sched = train.make_scheduler(opt, cfg)
     lrs = []
@@ -183,7 +183,7 @@ def test_amp_needs_cuda():
 
 
 def test_oom_message_names_the_knobs():
-    cfg = config.preset("coco-w32")
+    cfg = presets.preset("coco-w32")
     text = train_steps._oom_message(cfg, train.DistEnv())
     assert "optim.batch_size=6" in text and "data.input_size" in text and "bf16" in text
 
@@ -385,9 +385,9 @@ def _first_batches(cfg, count=2, epoch=1):
 def test_rows_of_one_seed_see_identical_batches(synth_dir):
     """Common random numbers: the baseline and the full model of one seed get the same images
     in the same order with the same augmentation; another seed gets other batches."""
-    from arkpose import ablate
+    from arkpose import ablate, ablation_def
 
-    definition = ablate.load_ablation(REPO / "ablations" / "table4.yaml")
+    definition = ablation_def.load_ablation(REPO / "ablations" / "table4.yaml")
     base = tiny_train_config(synth_dir)
     rows = {r.name: ablate.row_config(base, r) for r in definition.rows}
     first, last = rows["baseline"], rows["+adaptive"]
@@ -407,8 +407,8 @@ def test_rows_of_one_seed_see_identical_batches(synth_dir):
 def test_rows_of_one_seed_start_from_the_same_weights():
     """Keyed initialisation: a parameter whose name and shape agree across rows starts
     equal; with unit_init='normal' the adaptive row's sampling convs too."""
-    from arkpose.config import preset
     from arkpose.model import build_model
+    from arkpose.presets import preset
 
     base = preset("smoke").model
 

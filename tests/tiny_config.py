@@ -3,13 +3,13 @@ not a fixture: the DDP test's spawned ranks build it too)."""
 
 from __future__ import annotations
 
-from arkpose import config
+from arkpose import config, presets
 
 
 def tiny_train_config(synth_dir, *, batch_size: int = 4, epochs: int = 4) -> config.Config:
     """Smoke preset on ``synth_dir``: nano model, 64-px crops, the first 8 images, no
     validation."""
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     cfg.data.root = str(synth_dir)
     cfg.data.input_size = 64
     cfg.data.max_translate = 40.0 * 64 / 512

@@ -10,13 +10,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from arkpose import ablate, ablation_report, config, launch, notebooks, report_index, runtime, train
+from arkpose import (
+    ablate,
+    ablation_def,
+    ablation_report,
+    config,
+    launch,
+    notebooks,
+    presets,
+    report_index,
+    runtime,
+    train,
+)
 from arkpose.cli.common import add_set_option
-from arkpose.config import PRESETS
 from arkpose.config_check import check as check_config
 from arkpose.data import DatasetError
 from arkpose.data.synth import SynthError
 from arkpose.jsonio import write_json
+from arkpose.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,11 +102,11 @@ def main(argv: list[str]) -> int:
     threads = runtime.configure_threads()
     t_start, ceiling = time.perf_counter(), runtime.fp32_ceiling()
     try:
-        definition = ablate.load_ablation(args.ablation)
-        seeds = ablate.parse_seeds(args.seeds, config.preset(args.preset).ablation_seeds)
+        definition = ablation_def.load_ablation(args.ablation)
+        seeds = ablation_def.parse_seeds(args.seeds, presets.preset(args.preset).ablation_seeds)
         if args.n_boot < 1:
             raise ablate.AblationError(f"--n-boot must be >= 1, got {args.n_boot}")
-        base = config.preset(args.preset)
+        base = presets.preset(args.preset)
         for row in definition.rows:  # every row's config, before any run folder is made
             if row.reuse is None:
                 check_config(ablate.row_config(base, row, args.overrides))

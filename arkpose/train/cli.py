@@ -12,6 +12,7 @@ from pathlib import Path
 
 from arkpose import checkpoint as ckpt
 from arkpose import config as config_lib
+from arkpose import presets
 from arkpose.config import Config, ConfigError
 from arkpose.data import DatasetError
 from arkpose.train.loader import DataMissingError
@@ -32,10 +33,10 @@ def build_parser(prog: str = "arkpose train") -> argparse.ArgumentParser:
         description="Train a pose model from a preset. Multi-GPU: torchrun --nproc_per_node=N "
         "-m arkpose.train (same arguments).",
     )
-    p.add_argument("--preset", choices=sorted(config_lib.PRESETS),
+    p.add_argument("--preset", choices=sorted(presets.PRESETS),
                    help="named config (required unless --resume reads the run's config.yaml)")
     p.add_argument("--data", metavar="DIR", help="dataset root (sets data.root); required for "
-                   f"the real-data presets {', '.join(config_lib.REAL_DATA_PRESETS)}")
+                   f"the real-data presets {', '.join(presets.REAL_DATA_PRESETS)}")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend",
                    default=[], help="config overrides, e.g. --set model.adaptive=false optim.epochs=5")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>)")
@@ -53,8 +54,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
             raise ConfigError("--preset is required (or --resume with --out of an existing run)")
         cfg = config_lib.load_yaml(Path(args.out) / CONFIG_FILE)
     else:
-        cfg = config_lib.preset(args.preset)
-        if args.preset in config_lib.REAL_DATA_PRESETS and not args.data:
+        cfg = presets.preset(args.preset)
+        if args.preset in presets.REAL_DATA_PRESETS and not args.data:
             raise ConfigError(
                 f"preset {args.preset} trains on {cfg.data.dataset.upper()}, which is not "
                 f"bundled: pass --data DIR with {cfg.data.train_ann} and {cfg.data.train_images} "

@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from arkpose.config import ModelConfig, preset
+from arkpose.config import ModelConfig
 from arkpose.loss import compute_losses
 from arkpose.model import adaptive_conv2d, build_model, count_params_and_macs
+from arkpose.presets import preset
 from arkpose.runtime import configure_threads, fp32_ceiling
 
 

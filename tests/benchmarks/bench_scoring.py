@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from arkpose import runtime, scoring
+from arkpose import presets, runtime, scoring
 from arkpose.spec import COCO, CROWDPOSE
 
 
@@ -34,10 +34,10 @@ def bench(spec, num_poses: int, repeats: int = 2000) -> tuple[float, float]:
 def bench_generation(repeats: int = 20) -> None:
     """Per image of the rescoring data: the pose model (nano-w16, 128 px, flip test, final
     poses) against the features + OKS targets of its candidates."""
-    from arkpose import config, inference
+    from arkpose import inference
     from arkpose.model import build_model
 
-    cfg = config.preset("smoke")
+    cfg = presets.preset("smoke")
     torch.manual_seed(0)
     model = build_model(cfg.model, COCO.num_keypoints).eval()
     image = (torch.rand(128, 160, 3) * 255).to(torch.uint8).numpy()

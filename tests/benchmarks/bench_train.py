@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from arkpose import config, runtime, train
+from arkpose import config, presets, runtime, train
 
 CPU_PRESETS = ("smoke", "quick", "full-cpu")
 
@@ -43,7 +43,7 @@ def measure(cfg: config.Config, images: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", action="append", choices=sorted(config.PRESETS))
+    p.add_argument("--preset", action="append", choices=sorted(presets.PRESETS))
     p.add_argument("--data", help="data.root for every preset (default: each preset's own)")
     p.add_argument("--images", type=int, default=0,
                    help="training images per epoch (default: 4 batches)")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"{'preset':<14}{'backbone':<10}{'size':>5}{'batch':>6}{'img/s':>9}{'data wait':>11}")
     for name in args.preset or CPU_PRESETS:
-        cfg = config.preset(name)
+        cfg = presets.preset(name)
         if args.data:
             cfg.data.root = args.data
         config.apply_overrides(cfg, args.overrides)
