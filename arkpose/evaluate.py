@@ -220,16 +220,16 @@ def matchings_ignoring(
     out = {}
     with _evaluated(gt, detections, spec, image_ids) as ev:
         p = ev.params
+        cats = p.catIds if p.useCats else [-1]
         persons = [g for gts in ev._gts.values() for g in gts]
-        labelled = [g["ignore"] for g in persons]  # crowd or no joint: ignored in every set
+        always = [g["ignore"] for g in persons]  # crowd or no joint: ignored in every set
         for name, ids in ignore.items():
-            for g, base in zip(persons, labelled):
+            for g, base in zip(persons, always):
                 g["ignore"] = base or g["id"] in ids
-            cats = p.catIds if p.useCats else [-1]
             ev.evalImgs = [ev.evaluateImg(i, c, p.areaRng[0], p.maxDets[-1])
                            for c in cats for i in p.imgIds]
             out[name] = matching_from_cocoeval(ev)
-        for g, base in zip(persons, labelled):
+        for g, base in zip(persons, always):
             g["ignore"] = base
     return out
 

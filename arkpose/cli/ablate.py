@@ -100,16 +100,17 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     args.overrides = [*args.overrides, *launch_overrides(args)]
     threads = runtime.configure_threads()
-    t_start, ceiling = time.perf_counter(), runtime.fp32_ceiling()
+    t_start = time.perf_counter()
     try:
         definition = ablation_def.load_ablation(args.ablation)
-        seeds = ablation_def.parse_seeds(args.seeds, presets.preset(args.preset).ablation_seeds)
+        base = presets.preset(args.preset)
+        seeds = ablation_def.parse_seeds(args.seeds, base.ablation_seeds)
         if args.n_boot < 1:
             raise ablate.AblationError(f"--n-boot must be >= 1, got {args.n_boot}")
-        base = presets.preset(args.preset)
         for row in definition.rows:  # every row's config, before any run folder is made
             if row.reuse is None:
                 check_config(ablate.row_config(base, row, args.overrides))
+        ceiling = runtime.fp32_ceiling()  # after the input checks: bad input fails at once
         summary = ablate.run_ablation(
             definition,
             args.preset,
