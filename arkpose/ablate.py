@@ -335,6 +335,7 @@ def run_ablation(
     max_val_images: int = 0,
     analyse: bool = True,
     n_boot: int = 1000,
+    threads: int = 1,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -385,4 +386,4 @@ def run_ablation(
         records.append(ablation_report.run_record(job, metrics, eval_dir, scorer))
     return ablation_report.write_summary(
         ablation, preset, base, seeds, jobs, records, eval_dirs, root, data_digest=data_digest,
-        max_val_images=max_val_images, n_boot=n_boot, wall_s=time.perf_counter() - t_start)
+        max_val_images=max_val_images, n_boot=n_boot, threads=threads, wall_s=time.perf_counter() - t_start)

@@ -100,21 +100,25 @@ def run_record(job: Job, metrics: dict[str, dict], eval_dir: Path, scorer: Path 
 
 def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seeds: tuple[int, ...],
                   jobs: list[Job], records: list[dict], eval_dirs: dict, root: Path, *,
-                  data_digest: str, max_val_images: int, n_boot: int, wall_s: float) -> dict[str, Any]:
-    """Paired bootstrap per quality, then every table of the run root (module doc)."""
+                  data_digest: str, max_val_images: int, n_boot: int, wall_s: float,
+                  threads: int = 1) -> dict[str, Any]:
+    """Paired bootstrap per quality, then every table of the run root (module doc).
+    ``threads``: matchings bootstrapped at once."""
     row_names = [r.name for r in ablation.rows]
     row_tables, delta_tables = [], []
     for quality in QUALITIES:
-        matchings = {(r, s): stats.Matching.load(eval_dirs[(r, s, quality)] / MATCHING_FILE)
-                     for r in row_names for s in seeds}
-        result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot)
+        # One object per file: a row that reuses another's evaluation is bootstrapped once.
+        loaded = {folder: stats.Matching.load(folder / MATCHING_FILE)
+                  for folder in {eval_dirs[(r, s, quality)] for r in row_names for s in seeds}}
+        matchings = {(r, s): loaded[eval_dirs[(r, s, quality)]] for r in row_names for s in seeds}
+        result = stats.ablation_bootstrap(matchings, row_names, seeds, n_boot=n_boot, threads=threads)
         row_tables.append(result.rows.assign(quality=quality))
         delta_tables.append(result.deltas.assign(quality=quality))
     rows = pd.concat(row_tables, ignore_index=True)
     deltas = pd.concat(delta_tables, ignore_index=True)
     # The same intervals on strata of the validation persons (arkpose/strata.py).
     by_stratum = strata.strata_deltas(eval_dirs, row_names, seeds, QUALITIES, split_paths(base, "val")[0],
-                                      base.data.spec, n_boot=n_boot)
+                                      base.data.spec, n_boot=n_boot, threads=threads)
     per_seed = pd.DataFrame.from_records(records)
     paper = {r.name: r.paper_name for r in ablation.rows}
     rows.insert(1, "paper_method", rows["row"].map(paper))

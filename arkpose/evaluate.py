@@ -126,7 +126,9 @@ def _load_detections(detections: Any) -> list[dict]:
         detections = _read_json(detections, "detections file")
     if not isinstance(detections, list):
         raise EvaluationError("detections must be a list of COCO result dicts")
-    return copy.deepcopy(detections)  # loadRes writes ids and areas into them
+    # loadRes sets id, area and bbox on each detection and never changes its lists: a copy
+    # of each dict keeps the caller's intact (a deep copy cost ~0.3 s per evaluation).
+    return [dict(d) if isinstance(d, dict) else d for d in detections]
 
 
 def _check_detections(dets: list[dict], known: set, spec: KeypointSpec) -> None:

@@ -21,6 +21,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def matching_from_cocoeval(ev, max_dets: int | None = None) -> Matching:
                     dtm & ~dtig, ~dtm & ~dtig)
 
 
-def average_precision(m: Matching, weights: np.ndarray | None = None, *, chunk: int = 64) -> np.ndarray | float:
+def average_precision(m: Matching, weights: np.ndarray | None = None, *, chunk: int = 256) -> np.ndarray | float:
     """COCOeval's AP (mean precision over OKS thresholds and 101 recall points) of ``m``.
 
     weights: None (every image once: a float, equal to ``COCOeval.stats[0]``) or (B, I)
@@ -110,25 +111,46 @@ def average_precision(m: Matching, weights: np.ndarray | None = None, *, chunk: 
 
 
 def _ap_batch(m: Matching, w: np.ndarray) -> np.ndarray:
+    """COCOeval's accumulate() for each row of ``w`` (B, I) at once.
+
+    Only the true positives are visited: the precision envelope at a recall point is the
+    largest precision at or after the first detection reaching that recall, which is a true
+    positive, and a precision after a false positive never exceeds the one at the true
+    positive before it. All counts are sums of integer weights, so precision and recall are
+    the same floats COCOeval computes (tests/test_stats.py checks against its loop).
+    """
     npig = w @ m.npig
-    ap = np.zeros(len(w))
-    if m.tp.shape[1] == 0:
+    num_draws, (num_thr, num_dets) = len(w), m.tp.shape
+    ap = np.zeros(num_draws)
+    if num_dets == 0:
         return np.where(npig > 0, 0.0, np.nan)
-    wd = w[:, m.det_image]  # (B, D)
-    eps = np.spacing(1)
-    for t in range(m.tp.shape[0]):
-        tp = np.cumsum(wd * m.tp[t], axis=1)
-        fp = np.cumsum(wd * m.fp[t], axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = tp / npig[:, None]
-        precision = tp / (tp + fp + eps)
-        # COCOeval's envelope: precision made non-increasing from the right.
-        precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-        for b in range(len(w)):
-            idx = np.searchsorted(recall[b], RECALL_THRESHOLDS, side="left")
-            q = np.where(idx < precision.shape[1], precision[b, np.minimum(idx, precision.shape[1] - 1)], 0.0)
-            ap[b] += q.mean()
-    ap /= m.tp.shape[0]
+    wd = np.ascontiguousarray(w.T[m.det_image])  # (D, B): each detection's weight per draw
+    seen_all = np.cumsum(wd, axis=0)  # (D, B) detections up to here, ignored ones included
+    draw = np.arange(num_draws)
+    # Per-draw recall searches in one call: complex numbers sort lexicographically, so
+    # draw + 1j * recall is ascending when each draw's recall is (no float rounding).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe_npig = np.where(npig > 0, npig, np.inf)
+    queries = (draw[:, None] + 1j * RECALL_THRESHOLDS[None, :]).ravel()
+    for t in range(num_thr):
+        hits = np.flatnonzero(m.tp[t])
+        if len(hits) == 0:
+            continue
+        tp = np.cumsum(wd[hits], axis=0)  # (P, B)
+        seen = seen_all[hits]
+        ignored = np.flatnonzero(~(m.tp[t] | m.fp[t]))
+        if len(ignored):  # matched to an ignored person: neither a true nor a false positive
+            before = np.vstack([np.zeros((1, num_draws)), np.cumsum(wd[ignored], axis=0)])
+            seen = seen - before[np.searchsorted(ignored, hits)]
+        precision = tp / (seen + np.spacing(1))  # COCOeval's tp / (tp + fp + eps)
+        envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+        recall = (tp / safe_npig).T  # (B, P)
+        keys = (draw[:, None] + 1j * recall).ravel()
+        first = np.searchsorted(keys, queries, side="left").reshape(num_draws, -1)
+        first -= draw[:, None] * len(hits)  # first true positive reaching each recall point
+        padded = np.vstack([envelope, np.zeros((1, num_draws))])  # recall never reached: 0
+        ap += padded[first, draw[:, None]].mean(axis=1)
+    ap /= num_thr
     return np.where(npig > 0, ap, np.nan)
 
 
@@ -215,11 +237,13 @@ def ablation_bootstrap(
     n_boot: int = 1000,
     level: float = 0.95,
     rng: int | np.random.Generator = 0,
+    threads: int = 1,
 ) -> BootstrapResult:
     """Every row's mean AP and every row-to-row difference, with :func:`interval`.
 
     matchings: {(row, seed): Matching} for every row and seed, all on the same images.
     ``n_boot`` image draws are shared by every row and seed (the paired design).
+    ``threads``: matchings bootstrapped at once (the same numbers whatever the count).
     """
     rng = np.random.default_rng(rng)
     first = matchings[(rows[0], seeds[0])]
@@ -229,8 +253,14 @@ def ablation_bootstrap(
                              "a paired comparison needs the same validation images everywhere")
     num_images = len(first.image_ids)
     image_w = rng.multinomial(num_images, np.full(num_images, 1.0 / num_images), size=n_boot)
-    point = {r: np.array([average_precision(matchings[(r, s)]) for s in seeds]) for r in rows}
-    boot = {r: np.stack([average_precision(matchings[(r, s)], image_w) for s in seeds]) for r in rows}
+    # A row that reuses another's evaluation (the same Matching object) is computed once.
+    unique = {id(m): m for m in matchings.values()}
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # numpy's loops free the GIL
+        aps = dict(zip(unique, pool.map(lambda m: (average_precision(m),
+                                                   average_precision(m, image_w)),
+                                        unique.values())))
+    point = {r: np.array([aps[id(matchings[(r, s)])][0] for s in seeds]) for r in rows}
+    boot = {r: np.stack([aps[id(matchings[(r, s)])][1] for s in seeds]) for r in rows}
     known = len(seeds) > 1
 
     row_records = []

@@ -149,21 +149,23 @@ def cached_strata_matchings(quality_dir: Path, gt_path: Path,
 
 def strata_deltas(eval_dirs: Mapping[tuple[str, int, str], Path], rows: Sequence[str],
                   seeds: Sequence[int], qualities: Sequence[str], gt_path: Path,
-                  spec: KeypointSpec, *, n_boot: int = 1000) -> pd.DataFrame:
+                  spec: KeypointSpec, *, n_boot: int = 1000, threads: int = 1) -> pd.DataFrame:
     """Each component's Δ to the row above, per quality and stratum, with the paired
     bootstrap's interval (:func:`arkpose.stats.ablation_bootstrap`). One line per
     (component, quality, stratum): ``component, vs, quality, pair, stratum, delta, ci_low,
     ci_high, p_improve, verdict, persons, seeds`` (fractions of AP).
 
-    eval_dirs: {(row, seed, quality): evaluation folder of that quality}."""
+    eval_dirs: {(row, seed, quality): evaluation folder of that quality}; a folder two rows
+    share (a reused evaluation) is read and bootstrapped once."""
     records = []
     for quality in qualities:
-        found = {(r, s): cached_strata_matchings(eval_dirs[(r, s, quality)], gt_path, spec)
-                 for r in rows for s in seeds}
+        folders = {(r, s): eval_dirs[(r, s, quality)] for r in rows for s in seeds}
+        loaded = {f: cached_strata_matchings(f, gt_path, spec) for f in dict.fromkeys(folders.values())}
+        found = {key: loaded[f] for key, f in folders.items()}
         persons = found[(rows[0], seeds[0])][1]
         for stratum in (s for s in STRATA if s in persons):
             matchings = {key: m[stratum] for key, (m, _) in found.items()}
-            result = stats.ablation_bootstrap(matchings, rows, seeds, n_boot=n_boot)
+            result = stats.ablation_bootstrap(matchings, rows, seeds, n_boot=n_boot, threads=threads)
             for d in result.deltas.to_dict(orient="records"):
                 records.append({"component": d["row"], "vs": d["vs"], "quality": quality,
                                 "pair": PAIR_OF[stratum], "stratum": stratum, "delta": d["delta"],

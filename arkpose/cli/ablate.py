@@ -121,6 +121,7 @@ def main(argv: list[str]) -> int:
             max_val_images=args.max_val_images,
             analyse=not args.no_analysis,
             n_boot=args.n_boot,
+            threads=threads,
         )
     # Bad input (definition, seeds, --set key, data folder, an old runs folder) gets one line
     # naming the fix; a failure inside a training run keeps its traceback.
