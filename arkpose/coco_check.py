@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 Number = (int, float)
+_PLAIN = {int, float}
 
 
 def _is_int(v: Any) -> bool:
@@ -23,9 +24,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, Number) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _all_numbers(v: list) -> bool:
+    """Every item a finite number. Plain ints and floats are checked with builtin maps (a
+    results file holds ~10^6 keypoint values: ~10x faster than a loop); anything else (a
+    numpy scalar, a bool, a string) goes through :func:`_is_number` one by one."""
+    if set(map(type, v)) <= _PLAIN:
+        return all(map(math.isfinite, v))
+    return all(_is_number(x) for x in v)
+
+
 def _numbers(v: Any, n: int) -> bool:
     """A list of ``n`` finite numbers."""
-    return isinstance(v, list) and len(v) == n and all(_is_number(x) for x in v)
+    return isinstance(v, list) and len(v) == n and _all_numbers(v)
 
 
 def _describe(v: Any) -> str:
@@ -42,7 +52,7 @@ def _field_problem(entry: dict, key: str, k: int) -> str | None:
         if not isinstance(v, list) or len(v) != 3 * k:
             n = len(v) if isinstance(v, list) else type(v).__name__
             return f"has {n} values; the layout needs {3 * k} (K={k} x (x, y, v)): pass the matching --spec"
-        return None if all(_is_number(x) for x in v) else "must hold finite numbers only"
+        return None if _all_numbers(v) else "must hold finite numbers only"
     if key == "bbox":
         ok = _numbers(v, 4) and v[2] >= 0 and v[3] >= 0
         return None if ok else "must be [x, y, w, h], 4 finite numbers with w, h >= 0"

@@ -115,7 +115,9 @@ def _gt_api(data: dict, spec: KeypointSpec, image_ids: list[int] | None, tmp: Pa
         with _quiet():
             return COCO(str(path))
     coco = COCO()
-    coco.dataset = copy.deepcopy(data)
+    # COCOeval sets 'ignore' on each ground-truth annotation and changes nothing else: a
+    # copy of each annotation dict keeps the caller's data intact (a deep copy took ~0.3 s).
+    coco.dataset = {**data, "annotations": [dict(a) for a in data["annotations"]]}
     with _quiet():
         coco.createIndex()
     return coco

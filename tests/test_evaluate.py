@@ -106,6 +106,20 @@ def test_detections_are_not_modified(real_fixtures):
     assert json.dumps(preds) == before
 
 
+def test_ground_truth_and_numpy_scalars_are_accepted_and_left_intact(real_fixtures):
+    """The evaluator copies each dict it writes into (COCOeval sets 'ignore' on ground-truth
+    annotations, loadRes 'id'/'area'/'bbox' on detections); numpy scalars pass the check."""
+    gt = json.loads((real_fixtures / "coco/test_coco.json").read_text())
+    preds = gt_as_predictions(real_fixtures / "coco/test_coco.json")
+    before = json.dumps(gt)
+    first = ev.evaluate(gt, preds, COCO)
+    assert json.dumps(gt) == before
+    as_numpy = [{**p, "keypoints": [np.float64(v) for v in p["keypoints"]]} for p in preds]
+    assert ev.evaluate(gt, as_numpy, COCO) == first
+    with pytest.raises(ev.EvaluationError, match="finite numbers only"):
+        ev.evaluate(gt, [{**preds[0], "keypoints": [np.nan] + preds[0]["keypoints"][1:]}], COCO)
+
+
 def test_stats_frame_and_table():
     results = {"regression": dict.fromkeys(ev.COCO_STATS, 0.5),
                "final": dict.fromkeys(ev.COCO_STATS, 0.25)}
