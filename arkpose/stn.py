@@ -96,10 +96,47 @@ def circular_correlation(a_deg: torch.Tensor, b_deg: torch.Tensor) -> float:
 def _transforms(model: torch.nn.Module, image: np.ndarray, test_size: int):
     """Every adaptive unit's T map of one image after the test-time resize (no flip):
     ({unit: (4, h, w)}, the resize info)."""
-    resized, info = resize_for_test(image, test_size)
+    return _transforms_many(model, [image], test_size)[0]
+
+
+def _transforms_many(model: torch.nn.Module, images: list[np.ndarray], test_size: int):
+    """:func:`_transforms` of each image, with one forward pass for all of them when their
+    resized shapes agree (equal-sized benchmark images: a few times less time per image on
+    a CPU; a batched conv may round the last bit differently)."""
+    resized = [resize_for_test(image, test_size) for image in images]
     device = next(model.parameters()).device
-    out = model(normalize(resized)[None].to(device), return_transforms=True)
-    return {k: v[0].float().cpu() for k, v in out["transforms"].items()}, info
+    if len({r.shape for r, _ in resized}) == 1:
+        batches = [list(range(len(resized)))]
+    else:
+        batches = [[i] for i in range(len(resized))]
+    out = [None] * len(resized)
+    for batch in batches:
+        x = torch.stack([normalize(resized[i][0]) for i in batch]).to(device)
+        maps = model(x, return_transforms=True)["transforms"]
+        for j, i in enumerate(batch):
+            out[i] = ({k: v[j].float().cpu() for k, v in maps.items()}, resized[i][1])
+    return out
+
+
+def _unit_map(transforms: dict[str, torch.Tensor], unit: str) -> torch.Tensor:
+    if unit not in transforms:
+        raise KeyError(
+            f"model has no adaptive unit {unit!r}; it has {sorted(transforms) or 'none'} "
+            "(regular units have no transforms: was the model trained with model.adaptive=false?)"
+        )
+    return transforms[unit]
+
+
+def _chunks(items, size: int = 16):
+    """Lists of up to ``size`` consecutive items (itertools.batched arrives in 3.12)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @torch.no_grad()
@@ -124,12 +161,7 @@ def probe(
     and the :func:`decompose` fields (P,) each.
     """
     transforms, info = _transforms(model, image, test_size)
-    if unit not in transforms:
-        raise KeyError(
-            f"model has no adaptive unit {unit!r}; it has {sorted(transforms) or 'none'} "
-            "(regular units have no transforms: was the model trained with model.adaptive=false?)"
-        )
-    t = transforms[unit]
+    t = _unit_map(transforms, unit)
     grid = info.to_resized(points.double()).float() / OUTPUT_STRIDE
     taps = info.to_original(taps_at(t, grid, dilation).double() * OUTPUT_STRIDE).float()
     values = values_at(t, grid)
@@ -156,8 +188,10 @@ def person_transforms(
     facing``.
     """
     rows = []
-    for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
-        found = probe(model, dataset.load_image(index), centers, unit=unit, test_size=test_size)
+    for _, anns, centers, (transforms, info) in _persons_and_transforms(
+            model, dataset, max_images, min_keypoints, test_size, progress):
+        grid = info.to_resized(centers.double()).float() / OUTPUT_STRIDE
+        found = decompose(values_at(_unit_map(transforms, unit), grid))
         for i, ann in enumerate(anns):
             synth = ann.get("synth", {})
             rows.append({
@@ -192,6 +226,16 @@ def _labelled_persons(dataset: KeypointDataset, max_images: int, min_keypoints: 
             yield index, anns, torch.from_numpy(person_centers(kps, boxes))
 
 
+def _persons_and_transforms(model: torch.nn.Module, dataset: KeypointDataset, max_images: int,
+                            min_keypoints: int, test_size: int, progress: bool):
+    """:func:`_labelled_persons` with each image's :func:`_transforms`, 16 images per
+    forward pass."""
+    for chunk in _chunks(_labelled_persons(dataset, max_images, min_keypoints, progress)):
+        found = _transforms_many(model, [dataset.load_image(i) for i, _, _ in chunk], test_size)
+        for (index, anns, centers), result in zip(chunk, found):
+            yield index, anns, centers, result
+
+
 def unit_dilation(unit: str, heatmap_dilations: tuple[int, ...]) -> int:
     """The dilation of an adaptive unit: ``heatmap.<b>.*`` has branch b's, the regression
     unit has 1."""
@@ -219,8 +263,8 @@ def unit_transforms(
     record). No row when the model has no adaptive unit.
     """
     rows = []
-    for index, anns, centers in _labelled_persons(dataset, max_images, min_keypoints, progress):
-        transforms, info = _transforms(model, dataset.load_image(index), test_size)
+    for _, anns, centers, (transforms, info) in _persons_and_transforms(
+            model, dataset, max_images, min_keypoints, test_size, progress):
         grid = info.to_resized(centers.double()).float() / OUTPUT_STRIDE
         for unit, t in sorted(transforms.items()):
             found = decompose(values_at(t, grid))

@@ -108,3 +108,27 @@ def test_person_transforms_table_on_synthpose(synth_dir, tmp_path):
     taps = torch.tensor([[[x, y] for y in (20.0, 30, 40) for x in (20.0, 30, 40)]])
     drawn = viz.draw_sampling_positions(image, taps, torch.tensor([[30.0, 30.0]]))
     assert drawn[40, 40].any() and drawn[30, 30].any() and not drawn[5, 5].any()
+
+
+def test_images_in_one_forward_pass_read_the_transforms_of_one_at_a_time():
+    from arkpose.config import ModelConfig
+    from arkpose.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="nano-w16", heatmap_channels=8, regression_channels=16),
+                        17).eval()
+    with torch.no_grad():  # the tconvs start at zero: give T something to vary with
+        for name, param in model.named_parameters():
+            if "tconv" in name:
+                param.normal_(0, 0.1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    images.append(rng.integers(0, 255, (128, 96, 3), dtype=np.uint8))  # another shape: alone
+    with torch.no_grad():
+        together = stn._transforms_many(model, images, 64)
+        alone = [stn._transforms(model, image, 64) for image in images]
+    for (maps, info), (maps1, info1) in zip(together, alone):
+        assert info == info1 and sorted(maps) == sorted(maps1) and maps
+        for unit in maps:
+            assert maps[unit].abs().max() > 0
+            torch.testing.assert_close(maps[unit], maps1[unit], rtol=1e-4, atol=1e-5)
