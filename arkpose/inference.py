@@ -293,21 +293,31 @@ def decode_fused(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The second half of :func:`infer_image`: an image's fused maps -> its poses per quality
     in original pixels (same arguments and result)."""
+    return decode_fused_batch([fused], settings, qualities=qualities, samples=[sample],
+                              score_fn=score_fn)[0]
+
+
+def decode_fused_batch(
+    fused: Sequence[FusedMaps],
+    settings: DecodeConfig = DEFAULT_DECODE,
+    *,
+    qualities: Iterable[str] = ("final",),
+    samples: Sequence[dict | None] | None = None,
+    score_fn: decode.ScoreFn | None = None,
+) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`decode_fused` of several images (``samples`` one per image, or None), with
+    one Gaussian refinement for all of them (:func:`arkpose.decode.decode_many`): the same
+    numbers; the fit, mostly per-call overhead, takes ~9x less time for 16 images."""
     qualities = _check_qualities(qualities)
-    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    if "regression" in qualities or "final" in qualities:
-        res = decode.parse(fused.heatmaps, fused.centers, fused.keypoints, settings,
-                           score_fn=score_fn)
-        for q in ("regression", "final"):
-            if q in qualities:
-                out[q] = (_to_original(res[q], fused.info), res[f"{q}_scores"])
+    cues = None
     if "heatmap" in qualities:
-        if sample is None:
+        if samples is None or any(s is None for s in samples):
             raise ValueError("the 'heatmap' quality needs the ground-truth sample as cues")
-        heat = decode.Heat1x.from_maps(fused.heatmaps, tuple(fused.centers[0].shape[-2:]))
-        poses, scores = decode.heatmap_poses(heat, _cues_to_1x(sample, fused.info), settings)
-        out["heatmap"] = (_to_original(poses, fused.info), scores)
-    return out
+        cues = [_cues_to_1x(s, f.info) for s, f in zip(samples, fused, strict=True)]
+    found = decode.decode_many([(f.heatmaps, f.centers, f.keypoints) for f in fused], settings,
+                               qualities=qualities, cues=cues, score_fn=score_fn)
+    return [{q: (_to_original(poses, f.info), scores) for q, (poses, scores) in res.items()}
+            for f, res in zip(fused, found)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,7 +391,8 @@ def predict_dataset(
     the rest as :func:`infer_image`.
 
     Images go through the network ``batch_size`` at a time where their sizes agree
-    (:func:`fuse_batch`), one at a time otherwise. ``max_images > 0`` takes the first N.
+    (:func:`fuse_batch`), one at a time otherwise; each batch is decoded with one
+    refinement (:func:`decode_fused_batch`). ``max_images > 0`` takes the first N.
     Returns ``({quality: detections}, image_ids)``.
     """
     qualities = tuple(qualities)
@@ -395,10 +406,10 @@ def predict_dataset(
         for start in range(0, n, batch_size):
             samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
             images = [load_image(sample["image"]) for sample in samples]
-            for sample, fused in zip(samples, fuse_batch(model, images, spec.flip_index,
-                                                         settings, test_size)):
-                res = decode_fused(fused, settings, qualities=qualities, sample=sample,
-                                   score_fn=score_fn)
+            fused = fuse_batch(model, images, spec.flip_index, settings, test_size)
+            found = decode_fused_batch(fused, settings, qualities=qualities, samples=samples,
+                                       score_fn=score_fn)
+            for sample, res in zip(samples, found):
                 image_id = int(sample["image_id"])
                 for q in qualities:
                     dets[q].extend(to_coco(*res[q], image_id))

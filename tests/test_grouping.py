@@ -392,3 +392,33 @@ def test_refinement_matches_scipy_on_upsampled_heatmap_windows(three_persons):
     for z, p in zip(wins.double().numpy(), params.numpy()):
         ref = _scipy_fit(z, (z[6, 6], 6.0, 6.0, 2.0))
         assert abs(p[1] - ref[1]) < 0.01 and abs(p[2] - ref[2]) < 0.01
+
+
+def test_refining_many_jobs_at_once_equals_refining_each_alone(three_persons):
+    # Clean, noisy and cut-off peaks: the fits take 3, 14 and 9 steps, so the windows of
+    # one job keep iterating after those of another have converged.
+    g = torch.Generator().manual_seed(2)
+    heat, _, _ = perfect_maps(three_persons)
+    clean = G.Heat1x(heat, 4)
+    noisy = G.Heat1x(heat + 0.3 * torch.rand(heat.shape, generator=g), 4)
+    cut = heat * (heat > 0.6)  # no tails: the official start, s = 2 (initial_guess)
+    dense = G.Heat1x(G.upsample_to(cut[:, :64, :96], (256, 384)), 1)
+    truth = torch.as_tensor(np.array(three_persons), dtype=torch.float32)
+    shift = torch.randn(truth.shape, generator=g)
+    poses = torch.cat([truth + shift, torch.rand(3, 17, 1, generator=g)], -1)
+    low = poses.clone()
+    low[..., 2] = 0.01  # nothing above the threshold: nothing to fit
+    jobs = [
+        (poses, noisy, torch.rand(3, generator=g)),
+        (poses.new_zeros(0, 17, 3), clean, poses.new_zeros(0)),
+        (low, clean, torch.ones(3)),
+        (poses[:2].double(), dense, torch.tensor([0.5, 1.0])),
+        (poses[1:], clean, torch.ones(2)),
+    ]
+    together = G.refine_many(jobs)
+    assert len(together) == len(jobs)
+    for (p, h, s), got in zip(jobs, together):
+        alone = G.refine(p, h, s)
+        assert got.dtype == p.dtype and torch.equal(got, alone)
+    assert not torch.equal(together[0], poses) and torch.equal(together[2], low)
+    assert G.refine_many([]) == []

@@ -216,3 +216,53 @@ def test_a_batch_of_equal_sized_images_gives_the_maps_of_one_at_a_time():
                     assert torch.equal(a, b)
                 else:
                     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _perfect_fused(persons: list[np.ndarray], size: tuple[int, int], noise: float):
+    """An image's fused maps from :class:`PerfectModel`, heatmaps plus uniform noise."""
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    fused = inference.fuse_scales(PerfectModel(persons, size), image, COCO.flip_index,
+                                  NO_FLIP, 256)
+    g = torch.Generator().manual_seed(len(persons))
+    fused.heatmaps = fused.heatmaps + noise * torch.rand(fused.heatmaps.shape, generator=g)
+    return fused
+
+
+def _sample(persons: list[np.ndarray], image_id: int) -> dict:
+    kps = np.concatenate([np.array(persons), np.full((len(persons), K, 1), 2.0)], -1)
+    kps[0, 3, 2] = 0  # one unlabelled joint: placed at its pose's mean
+    return {"image_id": image_id, "keypoints": kps, "iscrowd": np.zeros(len(persons))}
+
+
+@pytest.mark.parametrize("settings", [NO_FLIP, DecodeConfig(flip=False, refine=False)])
+def test_decoding_a_batch_equals_decoding_each_image_alone(settings):
+    rng = np.random.default_rng(4)
+    two = [make_person(150, 200, 10, rng), make_person(350, 220, 9, rng)]
+    three = [make_person(120 + 180 * i, 180, 8, rng) for i in range(3)]
+    one = [make_person(200, 260, 12, rng)]
+    fused = [_perfect_fused(two, (512, 512), 0.02), _perfect_fused(three, (640, 425), 0.05),
+             _perfect_fused([], (300, 520), 0.0), _perfect_fused(one, (512, 512), 0.01)]
+    # The last image as the multi-scale path gives it: dense 1x heatmaps.
+    h, w = fused[3].heatmaps.shape[-2:]
+    fused[3].heatmaps = arkpose.decode.upsample_to(fused[3].heatmaps, (4 * h, 4 * w))
+    samples = [_sample(two, 0), _sample(three, 1), {"image_id": 2}, _sample(one, 3)]
+    qualities = ("regression", "heatmap", "final")
+
+    def score_fn(poses):  # a stand-in for the learned scorer: any function of the poses
+        return poses[..., 2].amax(-1) - 1e-3 * poses[..., 0].std(-1)
+
+    batch = inference.decode_fused_batch(fused, settings, qualities=qualities,
+                                         samples=samples, score_fn=score_fn)
+    assert [len(res["final"][0]) for res in batch] == [2, 3, 0, 1]
+    assert [len(res["heatmap"][0]) for res in batch] == [2, 3, 0, 1]
+    for f, sample, res in zip(fused, samples, batch):
+        alone = inference.decode_fused(f, settings, qualities=qualities, sample=sample,
+                                       score_fn=score_fn)
+        assert res.keys() == alone.keys()
+        for q in qualities:
+            for got, want in zip(res[q], alone[q]):
+                assert got.dtype == want.dtype and torch.equal(got, want), q
+    # The scorer sees the refined poses in 1x px, as parse gives them.
+    one_image = arkpose.decode.parse(fused[1].heatmaps, fused[1].centers, fused[1].keypoints,
+                                     settings, score_fn=score_fn)
+    assert torch.equal(batch[1]["final"][1], score_fn(one_image["final"]))

@@ -1,6 +1,7 @@
 """Decoding: from one image's fused maps to poses (docs/method.md §5.4-5.9).
 
-Pure, vectorised torch functions, one image at a time; every setting comes in one
+Pure, vectorised torch functions, one image at a time (:func:`decode_many` decodes a batch
+of images with one refinement for all, the same numbers); every setting comes in one
 :class:`arkpose.config.DecodeConfig`. Coordinates are ``(x, y)`` with x to the right; "grid"
 pixels are the network's stride-4 output, "1x" pixels those of the resized test image, with
 1x coordinate = 4 x grid coordinate (docs/method.md §0, §5.3).
@@ -21,7 +22,8 @@ or the multi-scale average of :func:`arkpose.inference.fuse_scales`):
 
 The modules, in pipeline order: :mod:`.maps` (the 1x maps and their reads),
 :mod:`.centers` (center NMS, regressed poses, pose NMS), :mod:`.candidates` (keypoint
-candidates, absorb), :mod:`.refine` (the Gaussian fit), :mod:`.parse` (the whole image).
+candidates, absorb), :mod:`.refine` (the Gaussian fit), :mod:`.parse` (the whole image, or
+a batch of images).
 
 Deviations from the official code (documented in docs/inference.md): pose NMS is a plain
 greedy NMS in score order; the absorb fallback reads the heat at (x, y), not transposed;
@@ -32,7 +34,8 @@ Speed: the official grouping takes ~360 ms for a 20-person image, mostly scipy f
 one joint at a time; here the 1x maps are never built (:class:`Heat1x`), the keypoint
 candidates are found on the grid (:func:`grid_candidate_mask`) and all Gaussian fits run
 as one batched Levenberg-Marquardt (:func:`fit_gaussians`): ~16 ms of CPU on one core
-(tests/benchmarks/bench_grouping.py).
+(tests/benchmarks/bench_grouping.py). The fit's many tiny ops cost mostly per-call
+overhead, so :func:`refine_many` fits the joints of a batch of images in one call.
 """
 
 from arkpose.decode.candidates import absorb, keypoint_candidates
@@ -46,12 +49,12 @@ from arkpose.decode.maps import (
     topk_stable,
     upsample_to,
 )
-from arkpose.decode.parse import ScoreFn, heatmap_poses, mean_score, parse
-from arkpose.decode.refine import fit_gaussians, initial_guess, refine
+from arkpose.decode.parse import ScoreFn, decode_many, heatmap_poses, mean_score, parse
+from arkpose.decode.refine import fit_gaussians, initial_guess, refine, refine_many
 
 __all__ = [
     "Heat1x", "ScoreFn", "absolute_keypoints", "absorb", "bilinear_sample", "center_pool_size",
-    "find_centers", "fit_gaussians", "grid_candidate_mask", "heatmap_poses", "initial_guess",
-    "keypoint_candidates", "local_maxima", "mean_score", "parse", "pose_nms", "refine",
-    "regression_poses", "topk_stable", "upsample_to",
+    "decode_many", "find_centers", "fit_gaussians", "grid_candidate_mask", "heatmap_poses",
+    "initial_guess", "keypoint_candidates", "local_maxima", "mean_score", "parse", "pose_nms",
+    "refine", "refine_many", "regression_poses", "topk_stable", "upsample_to",
 ]

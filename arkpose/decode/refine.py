@@ -3,6 +3,9 @@ Levenberg-Marquardt (docs/method.md §5.8)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import torch
 
 from arkpose.decode.maps import Heat1x
@@ -146,6 +149,51 @@ def initial_guess(windows: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     return torch.where(good[:, None] & torch.isfinite(guess), guess, official)
 
 
+class _Picked(NamedTuple):
+    """The joints of one image that :func:`refine_many` fits: ``M`` windows."""
+
+    pi: torch.Tensor  # (M,) pose index
+    ki: torch.Tensor  # (M,) joint index
+    cx: torch.Tensor  # (M,) window center, 1x px
+    cy: torch.Tensor
+    wins: torch.Tensor  # (M, n, n)
+    valid_x: torch.Tensor  # (M, n)
+    valid_y: torch.Tensor
+
+
+def _pick(poses: torch.Tensor, heat: Heat1x, threshold: float, half: int) -> _Picked | None:
+    """The windows of the joints of ``poses (P, K, 3)`` to refine; None when there is none."""
+    if poses.shape[0] == 0:
+        return None
+    H, W = heat.size
+    xi = (poses[..., 0] + 0.5).floor().long()
+    yi = (poses[..., 1] + 0.5).floor().long()
+    sel = (poses[..., 2] > threshold) & (xi >= 1) & (xi <= W - 2) & (yi >= 1) & (yi <= H - 2)
+    pi, ki = torch.nonzero(sel, as_tuple=True)
+    if pi.numel() == 0:
+        return None
+    cx, cy = xi[pi, ki], yi[pi, ki]
+    offs = torch.arange(-half, half + 1, device=poses.device)
+    rows = cy[:, None] + offs  # (M, n)
+    cols = cx[:, None] + offs
+    valid_y = (rows >= 0) & (rows < H)
+    valid_x = (cols >= 0) & (cols < W)
+    return _Picked(pi, ki, cx, cy, heat.windows(ki, cx, cy, half), valid_x, valid_y)
+
+
+def _move(poses: torch.Tensor, picked: _Picked, params: torch.Tensor, ok: torch.Tensor,
+          center_scores: torch.Tensor, half: int) -> torch.Tensor:
+    """``poses (P, K, 3)`` with the picked joints whose fit ``params (M, 4)`` is ``ok (M,)``
+    moved to the fitted mean and scored ``A x center score``."""
+    out = poses.clone()
+    pi, ki, params = picked.pi[ok], picked.ki[ok], params[ok]
+    cx, cy = picked.cx[ok], picked.cy[ok]
+    out[pi, ki, 0] = (cx - half + params[:, 1]).to(out.dtype)
+    out[pi, ki, 1] = (cy - half + params[:, 2]).to(out.dtype)
+    out[pi, ki, 2] = (params[:, 0] * center_scores[pi].double()).to(out.dtype)
+    return out
+
+
 def refine(
     poses: torch.Tensor,
     heat: Heat1x,
@@ -159,34 +207,37 @@ def refine(
     ``poses (P, K, 3)`` 1x px, ``heat`` the 1x maps, ``center_scores (P,)`` ->
     ``(P, K, 3)``. For each selected joint, rounded to the pixel ``(int(x+.5), int(y+.5))``
     and not on the map border, fit ``A exp(-d^2 / 2 s^2)`` (official init: the heat there,
-    that pixel, ``s = sigma``; see :func:`initial_guess`) on the ``window x window`` patch around it (clipped at the map
-    border); the joint moves to the fitted mean and its score becomes ``A x center
-    score``. All joints are fitted in one batch (:func:`fit_gaussians`).
+    that pixel, ``s = sigma``; see :func:`initial_guess`) on the ``window x window`` patch
+    around it (clipped at the map border); the joint moves to the fitted mean and its score
+    becomes ``A x center score``. All joints are fitted in one batch (:func:`fit_gaussians`).
     """
-    out = poses.clone()
-    P = poses.shape[0]
-    if P == 0:
-        return out
-    H, W = heat.size
+    return refine_many([(poses, heat, center_scores)], threshold, window, sigma)[0]
+
+
+def refine_many(
+    jobs: Sequence[tuple[torch.Tensor, Heat1x, torch.Tensor]],
+    threshold: float = 0.05,
+    window: int = 13,
+    sigma: float = 2.0,
+) -> list[torch.Tensor]:
+    """:func:`refine` of each ``(poses (P, K, 3), heat, center_scores (P,))`` job, with one
+    :func:`fit_gaussians` call for the joints of all jobs -> ``[(P, K, 3)]``.
+
+    The fit is overhead-bound (~10 iterations of many tiny ops), so the images of a batch
+    are much cheaper together; each window's fit is independent (its own damping and
+    convergence), so the result equals refining each job alone, bit for bit.
+    """
     half = window // 2
-    xi = (poses[..., 0] + 0.5).floor().long()
-    yi = (poses[..., 1] + 0.5).floor().long()
-    sel = (poses[..., 2] > threshold) & (xi >= 1) & (xi <= W - 2) & (yi >= 1) & (yi <= H - 2)
-    pi, ki = torch.nonzero(sel, as_tuple=True)
-    if pi.numel() == 0:
-        return out
-    cx, cy = xi[pi, ki], yi[pi, ki]
-    offs = torch.arange(-half, half + 1, device=poses.device)
-    rows = cy[:, None] + offs  # (M, n)
-    cols = cx[:, None] + offs
-    valid_y = (rows >= 0) & (rows < H)
-    valid_x = (cols >= 0) & (cols < W)
-    wins = heat.windows(ki, cx, cy, half)
-    init = initial_guess(wins, sigma)
-    params, ok = fit_gaussians(wins, valid_x, valid_y, init)
-    pi, ki, params = pi[ok], ki[ok], params[ok]
-    cx, cy = cx[ok], cy[ok]
-    out[pi, ki, 0] = (cx - half + params[:, 1]).to(out.dtype)
-    out[pi, ki, 1] = (cy - half + params[:, 2]).to(out.dtype)
-    out[pi, ki, 2] = (params[:, 0] * center_scores[pi].double()).to(out.dtype)
-    return out
+    picked = [_pick(poses, heat, threshold, half) for poses, heat, _ in jobs]
+    found = [p for p in picked if p is not None]
+    if not found:
+        return [poses.clone() for poses, _, _ in jobs]
+    wins = torch.cat([p.wins for p in found])
+    params, ok = fit_gaussians(wins, torch.cat([p.valid_x for p in found]),
+                               torch.cat([p.valid_y for p in found]), initial_guess(wins, sigma))
+    sizes = [p.pi.numel() for p in found]
+    fits = iter(zip(params.split(sizes), ok.split(sizes)))
+    return [
+        poses.clone() if p is None else _move(poses, p, *next(fits), scores, half)
+        for (poses, _, scores), p in zip(jobs, picked)
+    ]
