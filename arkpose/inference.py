@@ -21,7 +21,7 @@ quality). :func:`predict` is :func:`infer_image` formatted as COCO dicts, best f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -373,7 +373,7 @@ def predict(
     return to_coco(poses[order], scores[order], image_id)
 
 
-def predict_dataset(
+def decode_dataset(
     model: torch.nn.Module,
     dataset: KeypointDataset,
     spec: KeypointSpec,
@@ -385,38 +385,51 @@ def predict_dataset(
     batch_size: int = 16,
     progress: bool = True,
     score_fn: decode.ScoreFn | None = None,
-) -> tuple[dict[str, list[dict]], list[int]]:
-    """COCO results of every image of a raw dataset (``dataset[i]`` has ``image``,
-    ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``); ``spec`` and
-    the rest as :func:`infer_image`.
+    desc: str = "inference",
+) -> Iterator[tuple[dict, dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+    """``(sample, {quality: (poses, scores)})`` of every image of a raw dataset (``dataset[i]``
+    has ``image``, ``image_id`` and, for the "heatmap" quality, ``keypoints``/``iscrowd``), in
+    original pixels; ``spec`` and the rest as :func:`infer_image`.
 
     Images go through the network ``batch_size`` at a time where their sizes agree
     (:func:`fuse_batch`), one at a time otherwise; each batch is decoded with one
     refinement (:func:`decode_fused_batch`). ``max_images > 0`` takes the first N.
-    Returns ``({quality: detections}, image_ids)``.
     """
-    qualities = tuple(qualities)
+    qualities = _check_qualities(qualities)
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    dets: dict[str, list[dict]] = {q: [] for q in qualities}
-    ids: list[int] = []
     was_training = model.training
     model.eval()
-    bar = progress_bar(total=n, desc="inference", unit="img", enabled=progress)
+    bar = progress_bar(total=n, desc=desc, unit="img", enabled=progress)
     try:
         for start in range(0, n, batch_size):
             samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
             images = [load_image(sample["image"]) for sample in samples]
             fused = fuse_batch(model, images, spec.flip_index, settings, test_size)
-            found = decode_fused_batch(fused, settings, qualities=qualities, samples=samples,
-                                       score_fn=score_fn)
-            for sample, res in zip(samples, found):
-                image_id = int(sample["image_id"])
-                for q in qualities:
-                    dets[q].extend(to_coco(*res[q], image_id))
-                ids.append(image_id)
+            yield from zip(samples, decode_fused_batch(fused, settings, qualities=qualities,
+                                                       samples=samples, score_fn=score_fn))
             bar.update(len(samples))
     finally:
         bar.close()
         model.train(was_training)
-    return dets, ids
 
+
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: KeypointDataset,
+    spec: KeypointSpec,
+    settings: DecodeConfig = DEFAULT_DECODE,
+    *,
+    qualities: Iterable[str] = ("final",),
+    **options,
+) -> tuple[dict[str, list[dict]], list[int]]:
+    """COCO results of every image of a raw dataset: :func:`decode_dataset` (same arguments)
+    -> ``({quality: detections}, image_ids)``."""
+    qualities = _check_qualities(qualities)
+    dets: dict[str, list[dict]] = {q: [] for q in qualities}
+    ids: list[int] = []
+    for sample, res in decode_dataset(model, dataset, spec, settings, qualities=qualities, **options):
+        image_id = int(sample["image_id"])
+        for q in qualities:
+            dets[q].extend(to_coco(*res[q], image_id))
+        ids.append(image_id)
+    return dets, ids

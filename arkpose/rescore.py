@@ -71,9 +71,17 @@ def candidate_data(
 
     -> features (N, spec.num_features) float32, targets (N,) float32
     """
+    found = ((sample, predict_fn(sample["image"])) for sample in
+             progress_bar(samples, total=total, desc="scoring data", unit="img", enabled=progress))
+    return _features_and_targets(found, spec)
+
+
+def _features_and_targets(found: Iterable[tuple[Mapping, torch.Tensor]],
+                          spec: KeypointSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`candidate_data` of ``(sample, its candidate poses (P, K, 3))`` pairs."""
     features, targets = [], []
-    for sample in progress_bar(samples, total=total, desc="scoring data", unit="img", enabled=progress):
-        poses = torch.as_tensor(predict_fn(sample["image"]), dtype=torch.float32)
+    for sample, poses in found:
+        poses = torch.as_tensor(poses, dtype=torch.float32)
         if len(poses) == 0:
             continue
         gt = torch.as_tensor(np.asarray(sample["keypoints"], dtype=np.float64))
@@ -89,17 +97,6 @@ def candidate_data(
     return torch.cat(features).float(), torch.cat(targets).float()
 
 
-def _model_predict_fn(model: torch.nn.Module, cfg: Config) -> PredictFn:
-    """Final poses with the flip test and no learned scoring, in original pixels."""
-    settings = dataclasses.replace(cfg.eval.decode, flip=True)
-
-    def predict(image: np.ndarray) -> torch.Tensor:
-        return inference.infer_image(model, image, cfg.data.spec, settings,
-                                     test_size=cfg.eval.test_size)["final"][0]
-
-    return predict
-
-
 def generate_scoring_data(
     model: torch.nn.Module,
     cfg: Config,
@@ -109,16 +106,19 @@ def generate_scoring_data(
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the trained pose ``model`` over ``split`` of ``cfg.data`` and return the learned
-    scoring's training data (see :func:`candidate_data`). ``max_images`` > 0 uses the first
-    N images. -> features (N, F), targets (N,)
+    scoring's training data (see :func:`candidate_data`): the final poses with the flip test
+    and no learned scoring, 16 images per network call where their sizes agree
+    (:func:`arkpose.inference.decode_dataset`). ``max_images`` > 0 uses the first N images.
+    -> features (N, F), targets (N,)
     """
     dataset = build_dataset(cfg, split)
-    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    samples = (dataset[i] for i in range(n))
+    settings = dataclasses.replace(cfg.eval.decode, flip=True)
     with torch.inference_mode():
-        return candidate_data(
-            samples, _model_predict_fn(model, cfg), cfg.data.spec, total=n, progress=progress
-        )
+        decoded = inference.decode_dataset(model, dataset, cfg.data.spec, settings,
+                                           test_size=cfg.eval.test_size, max_images=max_images,
+                                           progress=progress, desc="scoring data")
+        return _features_and_targets(((sample, res["final"][0]) for sample, res in decoded),
+                                     cfg.data.spec)
 
 
 def _torch_load(path: Path, what: str):
