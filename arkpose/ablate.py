@@ -219,9 +219,10 @@ def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ..
             from arkpose import rescore  # lazy: torch (~1.3 s)
 
             score_fn = rescore.load_score_fn(scorer, job.cfg.data.spec, job.cfg.eval.scoring_mode)
+        # The strata matchings come from the evaluation's own COCOeval (one OKS pass).
         evaluate.evaluate_model(model, job.cfg, split="val", qualities=tuple(todo),
                                 max_images=max_images, out_dir=out, score_fn=score_fn,
-                                progress=progress)
+                                progress=progress, strata=True)
         timing = _read_json(out / "timing.json") if (out / "timing.json").is_file() else {}
         _write_json(out / "timing.json", {"eval_s": timing.get("eval_s", 0.0) + time.perf_counter() - t0,
                                           **provenance.git_state()})
@@ -384,6 +385,10 @@ def run_ablation(
                                                      analyse, log, progress)
         eval_dirs.update({(job.row.name, job.seed, q): folder for q, folder in sources.items()})
         records.append(ablation_report.run_record(job, metrics, eval_dir, scorer))
+    if base.launch.batch_cache_gb > 0:
+        from arkpose.train.loader import BATCH_CACHE  # lazy: torch (~1.3 s)
+
+        BATCH_CACHE.clear()  # the last seed's batches: gigabytes the summaries do not need
     return ablation_report.write_summary(
         ablation, preset, base, seeds, jobs, records, eval_dirs, root, data_digest=data_digest,
         max_val_images=max_val_images, n_boot=n_boot, threads=threads, wall_s=time.perf_counter() - t_start)

@@ -204,6 +204,10 @@ class LaunchConfig:
     account: str = ""
     qos: str = ""
     max_requeues: int = 20  # timeouts and preemptions per job before it is given up
+    # In-process runs keep the last data settings' training batches in memory up to this
+    # many GB, so the next row of the same seed takes them instead of augmenting again
+    # (arkpose.train.loader.BatchCache: the same batches, bit for bit). 0 = off.
+    batch_cache_gb: float = 0.0
 
 
 @dataclass

@@ -198,13 +198,27 @@ def evaluate_matching(
         AR50, AR75, ARm, ARl``; CrowdPose ``AP, AP50, AP75, AR, AR50, AR75, AP_easy,
         AP_medium, AP_hard``, the matching).
     """
+    stats, matching, _ = evaluate_matchings(gt, detections, spec, {}, image_ids=image_ids)
+    return stats, matching
+
+
+def evaluate_matchings(
+    gt: Any,
+    detections: Any,
+    spec: KeypointSpec,
+    ignore: Mapping[str, set[int]],
+    *,
+    image_ids: Iterable[int] | None = None,
+) -> tuple[dict[str, float], Matching, dict[str, Matching]]:
+    """:func:`evaluate_matching` and :func:`matchings_ignoring` from one COCOeval (one OKS
+    pass): ``(stats, matching, {name: matching with those persons ignored})``."""
     with _evaluated(gt, detections, spec, image_ids) as ev:
         # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level.
         matching = matching_from_cocoeval(ev)
         ev.accumulate()
         ev.summarize()
-    names = stat_names(spec)
-    return {name: float(v) for name, v in zip(names, ev.stats)}, matching
+        stats = {name: float(v) for name, v in zip(stat_names(spec), ev.stats)}
+        return stats, matching, _rematch_ignoring(ev, ignore)
 
 
 def matchings_ignoring(
@@ -221,20 +235,27 @@ def matchings_ignoring(
     pair is computed once and each set only re-runs the greedy matching, so the sets cost
     little more than one evaluation; equal to evaluating a copy of ``gt`` with those persons'
     ``num_keypoints`` set to 0 (tests/test_strata.py)."""
-    out = {}
     with _evaluated(gt, detections, spec, image_ids) as ev:
-        p = ev.params
-        cats = p.catIds if p.useCats else [-1]
-        persons = [g for gts in ev._gts.values() for g in gts]
-        always = [g["ignore"] for g in persons]  # crowd or no joint: ignored in every set
-        for name, ids in ignore.items():
-            for g, base in zip(persons, always):
-                g["ignore"] = base or g["id"] in ids
-            ev.evalImgs = [ev.evaluateImg(i, c, p.areaRng[0], p.maxDets[-1])
-                           for c in cats for i in p.imgIds]
-            out[name] = matching_from_cocoeval(ev)
+        return _rematch_ignoring(ev, ignore)
+
+
+def _rematch_ignoring(ev, ignore: Mapping[str, set[int]]) -> dict[str, Matching]:
+    """Per set of ``ignore``, the matching of the evaluated ``ev`` with those persons
+    ignored: the OKS stays, only the greedy matching runs again. ``ev`` is left as it was
+    found apart from ``evalImgs``."""
+    out = {}
+    p = ev.params
+    cats = p.catIds if p.useCats else [-1]
+    persons = [g for gts in ev._gts.values() for g in gts]
+    always = [g["ignore"] for g in persons]  # crowd or no joint: ignored in every set
+    for name, ids in ignore.items():
         for g, base in zip(persons, always):
-            g["ignore"] = base
+            g["ignore"] = base or g["id"] in ids
+        ev.evalImgs = [ev.evaluateImg(i, c, p.areaRng[0], p.maxDets[-1])
+                       for c in cats for i in p.imgIds]
+        out[name] = matching_from_cocoeval(ev)
+    for g, base in zip(persons, always):
+        g["ignore"] = base
     return out
 
 
@@ -288,19 +309,31 @@ def evaluate_detections(
     image_ids: Sequence[int] | None = None,
     out_dir: str | os.PathLike | None = None,
     extra: Mapping[str, Any] | None = None,
+    strata: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``{quality: detections}``; with ``out_dir`` write
     ``out_dir/<quality>/detections.json``, ``matching.npz`` (:class:`arkpose.stats.Matching`)
-    and ``metrics.json`` (stats plus ``extra``; written last, so its presence means done)."""
+    and ``metrics.json`` (stats plus ``extra``; written last, so its presence means done).
+    ``strata`` (needs ``out_dir`` and ``gt`` as a file): also each stratum's matching
+    (arkpose.strata), from the same COCOeval, where :func:`arkpose.strata.cached_strata_matchings`
+    finds it."""
+    from arkpose import strata as strata_lib  # lazy: arkpose.strata imports this module
+
+    if strata and (out_dir is None or not isinstance(gt, (str, os.PathLike))):
+        raise ValueError("strata=True needs out_dir and the ground truth as a file path")
+    gt_path = gt
     gt = load_gt(gt)
+    ignore, persons = strata_lib.ignore_sets(gt, image_ids) if strata else ({}, {})
     results = {}
     for quality, dets in detections.items():
-        stats, matching = evaluate_matching(gt, dets, spec, image_ids=image_ids)
+        stats, matching, by_stratum = evaluate_matchings(gt, dets, spec, ignore, image_ids=image_ids)
         results[quality] = stats
         if out_dir is not None:
             d = Path(out_dir) / quality
             write_json(d / "detections.json", dets)
             matching.save(d / MATCHING_FILE)
+            if strata:
+                strata_lib.save_strata_matchings(d, Path(gt_path), spec, by_stratum, persons)
             meta = {"quality": quality, "num_images": len(image_ids) if image_ids is not None
                     else len(gt["images"]), "num_detections": len(dets), **(extra or {})}
             write_json(d / "metrics.json", {**stats, "meta": meta})
@@ -317,6 +350,7 @@ def evaluate_model(
     out_dir: str | os.PathLike | None = None,
     score_fn: ScoreFn | None = None,
     progress: bool = True,
+    strata: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run ``model`` over ``cfg``'s ``split`` and evaluate each quality.
 
@@ -324,7 +358,8 @@ def evaluate_model(
     ``score_fn`` (learned scoring) ranks the final poses. ``max_images > 0`` evaluates
     the first N images only (on those images' ground truth). Returns
     ``{quality: {stat: value}}`` (see :func:`evaluate`); with ``out_dir`` writes
-    ``out_dir/<quality>/detections.json`` and ``metrics.json``.
+    ``out_dir/<quality>/detections.json`` and ``metrics.json`` (and with ``strata`` each
+    stratum's matching, :func:`evaluate_detections`).
     """
     # lazy: torch (~1.3 s); evaluating a detections file needs no model
     from arkpose import inference
@@ -342,4 +377,5 @@ def evaluate_model(
              "scales": list(settings.scales), "test_size": cfg.eval.test_size,
              "learned_scoring": score_fn is not None,
              "oks_sigma_scale": cfg.data.oks_sigma_scale}
-    return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra)
+    return evaluate_detections(ann_file, dets, spec, image_ids=ids, out_dir=out_dir, extra=extra,
+                               strata=strata)

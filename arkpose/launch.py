@@ -67,6 +67,8 @@ def check(cfg: LaunchConfig) -> None:
     for name in ("jobs", "gpus_per_job", "cpus_per_job", "time_min", "mem_gb"):
         if getattr(cfg, name) < (0 if name == "gpus_per_job" else 1):
             raise ConfigError(f"launch.{name}={getattr(cfg, name)} must be positive")
+    if not cfg.batch_cache_gb >= 0:
+        raise ConfigError(f"launch.batch_cache_gb={cfg.batch_cache_gb} must be >= 0 (0 = off)")
 
 
 def slurm_parameters(cfg: LaunchConfig) -> dict[str, Any]:

@@ -63,6 +63,9 @@ def _laptop() -> Config:
     cfg.optim.ema = 0.99
     cfg.eval.every = 0  # the ablation evaluates every run at its end
     cfg.eval.scorer_images = 600  # ~3x fewer than the training set: a minute less per seed
+    # A seed's two epochs of batches (~2.1 GB): +guidance reuses the baseline's, +adaptive
+    # the +tradeoff's (the tradeoff mask is a target), ~15 s less per seed.
+    cfg.launch.batch_cache_gb = 2.5
     # Persons from 34 px: at 3x COCO's tolerance a baseline's final AP is ~13 (a floor
     # effect), at 5x ~30, the edge of the 30-70 the issue asks for (docs/synthpose.md).
     cfg.data.oks_sigma_scale = 6.0

@@ -105,45 +105,69 @@ def ignore_outside(data: Mapping, keep: set) -> dict:
     return out
 
 
+def ignore_sets(data: Mapping, image_ids: Sequence[int] | None
+                ) -> tuple[dict[str, set], dict[str, int]]:
+    """Per stratum of the counted persons of ``data`` (a COCO dict) on ``image_ids`` (all
+    images when None): the annotation ids to ignore (everyone outside it), and its size."""
+    members = assign_strata(person_table(data, image_ids))
+    everyone = {a["id"] for a in data["annotations"] if counted(a)}
+    return ({s: everyone - keep for s, keep in members.items()},
+            {s: len(keep) for s, keep in members.items()})
+
+
 def strata_matchings(gt: Any, detections: list[dict], spec: KeypointSpec,
                      image_ids: Sequence[int]) -> tuple[dict[str, stats.Matching], dict[str, int]]:
     """Every stratum's matching of ``detections`` on ``image_ids``, and its person count."""
     data = load_gt(gt)
-    members = assign_strata(person_table(data, image_ids))
-    everyone = {a["id"] for a in data["annotations"] if counted(a)}
-    out = matchings_ignoring(data, detections, spec,
-                             {s: everyone - keep for s, keep in members.items()},
-                             image_ids=image_ids)
-    return out, {s: len(keep) for s, keep in members.items()}
+    ignore, persons = ignore_sets(data, image_ids)
+    return matchings_ignoring(data, detections, spec, ignore, image_ids=image_ids), persons
 
 
-def cached_strata_matchings(quality_dir: Path, gt_path: Path,
-                            spec: KeypointSpec) -> tuple[dict[str, stats.Matching], dict[str, int]]:
-    """:func:`strata_matchings` of an evaluation folder (``detections.json`` on the images
-    of its ``matching.npz``), kept there as ``matching_<stratum>.npz`` with ``strata.json``
-    holding the key: the detections' and ground truth's sha256, the images, the spec's
-    evaluator and sigmas and the definitions. Recomputed when any of them changes."""
-    quality_dir = Path(quality_dir)
-    image_ids = [int(i) for i in stats.Matching.load(quality_dir / MATCHING_FILE).image_ids]
-    key = digest({
+def _strata_key(quality_dir: Path, gt_path: Path, spec: KeypointSpec, image_ids: list[int]) -> str:
+    """Everything a folder's strata matchings depend on: the detections' and ground truth's
+    sha256, the images, the spec's evaluator and sigmas and the definitions."""
+    return digest({
         "detections": hashlib.sha256((quality_dir / "detections.json").read_bytes()).hexdigest(),
         "ground_truth": file_sha256(gt_path), "image_ids": image_ids,
         "iou_type": spec.iou_type, "sigmas": list(spec.sigmas), "use_area": spec.use_area,
         "definitions": [STRATA_VERSION, ROTATED_DEG, OVERLAP_IOU, "sqrt(area) median"],
     })
+
+
+def save_strata_matchings(quality_dir: Path, gt_path: Path, spec: KeypointSpec,
+                          matchings: Mapping[str, stats.Matching], persons: Mapping[str, int]) -> None:
+    """Keep an evaluation folder's strata matchings (``matching_<stratum>.npz``) with
+    ``strata.json``, their key, written last: it vouches for the files. The folder's
+    ``detections.json`` and ``matching.npz`` must be written already."""
+    quality_dir = Path(quality_dir)
+    image_ids = [int(i) for i in stats.Matching.load(quality_dir / MATCHING_FILE).image_ids]
+    for stratum, m in matchings.items():
+        m.save(quality_dir / f"matching_{stratum}.npz")
+    key_file = quality_dir / STRATA_KEY_FILE
+    tmp = key_file.with_name(key_file.name + ".tmp")
+    tmp.write_text(json.dumps({"key": _strata_key(quality_dir, gt_path, spec, image_ids),
+                               "persons": dict(persons)}, indent=2))
+    tmp.replace(key_file)
+
+
+def cached_strata_matchings(quality_dir: Path, gt_path: Path,
+                            spec: KeypointSpec) -> tuple[dict[str, stats.Matching], dict[str, int]]:
+    """:func:`strata_matchings` of an evaluation folder (``detections.json`` on the images
+    of its ``matching.npz``), kept there by :func:`save_strata_matchings` (an ablation's
+    evaluation writes them from its own COCOeval). Recomputed when the key
+    (:func:`_strata_key`) changes."""
+    quality_dir = Path(quality_dir)
+    image_ids = [int(i) for i in stats.Matching.load(quality_dir / MATCHING_FILE).image_ids]
     key_file = quality_dir / STRATA_KEY_FILE
     if key_file.is_file():
         saved = json.loads(key_file.read_text())
         files = {s: quality_dir / f"matching_{s}.npz" for s in saved["persons"]}
-        if saved.get("key") == key and all(f.is_file() for f in files.values()):
+        if (saved.get("key") == _strata_key(quality_dir, gt_path, spec, image_ids)
+                and all(f.is_file() for f in files.values())):
             return {s: stats.Matching.load(f) for s, f in files.items()}, saved["persons"]
     detections = json.loads((quality_dir / "detections.json").read_text())
     matchings, persons = strata_matchings(gt_path, detections, spec, image_ids)
-    for stratum, m in matchings.items():
-        m.save(quality_dir / f"matching_{stratum}.npz")
-    tmp = key_file.with_name(key_file.name + ".tmp")
-    tmp.write_text(json.dumps({"key": key, "persons": persons}, indent=2))
-    tmp.replace(key_file)  # written last: its key vouches for the files above
+    save_strata_matchings(quality_dir, gt_path, spec, matchings, persons)
     return matchings, persons
 
 

@@ -151,6 +151,29 @@ def test_strata_matchings_are_cached_by_what_changes_them(tmp_path, monkeypatch)
     assert calls == [1, 1]
 
 
+def test_an_evaluation_with_strata_leaves_what_the_cache_would_compute(tmp_path, monkeypatch):
+    """evaluate_detections(strata=True) keeps the strata matchings from its own COCOeval;
+    reading them back computes nothing and gives what a fresh computation gives."""
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(_ground_truth(COCO)))
+    dets = _detections(COCO) + [_det("D", 0.5, COCO)]
+    results = evaluate.evaluate_detections(gt_path, {"final": dets}, COCO, out_dir=tmp_path / "eval",
+                                           strata=True)
+    assert results["final"] == evaluate.evaluate(gt_path, dets, COCO)
+    calls = []
+    monkeypatch.setattr(strata, "strata_matchings", lambda *a: calls.append(1))
+    kept, persons = strata.cached_strata_matchings(tmp_path / "eval/final", gt_path, COCO)
+    assert not calls and persons == {s: 2 for s in strata.STRATA}
+    monkeypatch.undo()
+    fresh, _ = strata.strata_matchings(gt_path, dets, COCO, [im["id"] for im in _ground_truth(COCO)["images"]])
+    for s in strata.STRATA:
+        for field in ("det_image", "det_score", "tp", "fp", "npig"):
+            np.testing.assert_array_equal(getattr(kept[s], field), getattr(fresh[s], field))
+    with pytest.raises(ValueError, match="file path"):
+        evaluate.evaluate_detections(_ground_truth(COCO), {"final": dets}, COCO,
+                                     out_dir=tmp_path / "x", strata=True)
+
+
 def test_a_component_that_finds_a_rotated_person_helps_the_rotated_stratum_only(tmp_path):
     """Row "b" adds an exact detection of D (rotated, small, overlapping) to row "a"'s."""
     gt = _ground_truth(COCO)

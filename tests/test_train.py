@@ -431,3 +431,42 @@ def test_rows_of_one_seed_start_from_the_same_weights():
                            baseline["backbone.conv1.weight"])
     with pytest.raises(ValueError, match="unit_init"):
         build_model(dataclasses.replace(base, unit_init="xavier"), 17, seed=0)
+
+
+def test_rows_with_the_same_data_settings_share_their_batches_bit_for_bit(synth_dir, tmp_path, monkeypatch):
+    """launch.batch_cache_gb: a second run whose batches would be the same (another model,
+    the same data, seed and target settings) takes the first run's from memory and trains
+    to exactly the weights it reaches without the cache; other target settings do not."""
+    from arkpose.data.datasets import TrainDataset
+    from arkpose.train.loader import BATCH_CACHE
+
+    first = tiny_train_config(synth_dir, epochs=2)
+    first.model.guidance = False
+    first.launch.batch_cache_gb = 1.0
+    second = config.from_dict(config.to_dict(first))
+    second.model.guidance = True
+    BATCH_CACHE.clear()
+    try:
+        train.train(first, tmp_path / "first", progress=False)
+        assert sorted(BATCH_CACHE.epochs) == [0, 1] and BATCH_CACHE.nbytes > 0
+        with monkeypatch.context() as patch:  # served from memory: no sample is rendered
+            patch.setattr(TrainDataset, "__getitem__", lambda *a: pytest.fail("augmented again"))
+            train.train(second, tmp_path / "cached", progress=False)
+        BATCH_CACHE.clear()
+        second.launch.batch_cache_gb = 0.0
+        train.train(second, tmp_path / "plain", progress=False)
+        assert not BATCH_CACHE.epochs  # off: nothing kept
+        cached = torch.load(tmp_path / "cached/last.pt", weights_only=True)["model"]
+        plain = torch.load(tmp_path / "plain/last.pt", weights_only=True)["model"]
+        assert cached.keys() == plain.keys() and all(torch.equal(cached[k], plain[k]) for k in plain)
+        # The tradeoff mask is a target: another background weight is another key.
+        train.train(first, tmp_path / "again", progress=False)
+        shared = BATCH_CACHE.key
+        first.loss.tradeoff = not first.loss.tradeoff
+        train.train(first, tmp_path / "tradeoff", progress=False)
+        assert BATCH_CACHE.key not in (None, shared) and sorted(BATCH_CACHE.epochs) == [0, 1]
+        with pytest.raises(config.ConfigError, match="batch_cache_gb"):
+            from arkpose import launch
+            launch.check(dataclasses.replace(first.launch, batch_cache_gb=-1.0))
+    finally:
+        BATCH_CACHE.clear()

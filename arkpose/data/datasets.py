@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from arkpose.config import Config
+from arkpose.config import Config, to_dict
 from arkpose.data.coco import DatasetError, KeypointDataset
 from arkpose.data.transforms import AffineParams, augment, normalize, sample_affine
+from arkpose.provenance import digest
 from arkpose.spec import OUTPUT_STRIDE
 from arkpose.targets import make_targets
 
@@ -93,6 +94,15 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def batch_key(self) -> str:
+        """A digest of everything ``dataset[i]`` depends on besides (epoch, i): two datasets
+        with the same key give the same samples (arkpose.train.loader.BatchCache)."""
+        loss = self.cfg.loss
+        return digest({"data": to_dict(self.cfg)["data"], "seed": self.seed,
+                       "augment": self.augment_data, "images": len(self.raw),
+                       "targets": [loss.background_weight, loss.tradeoff_mask,
+                                   loss.offset_normaliser]})
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         d, loss = self.cfg.data, self.cfg.loss

@@ -67,6 +67,46 @@ class ResumableSampler(Sampler):
         return max(0, len(self.base) - self.skip)
 
 
+class BatchCache:
+    """The collated training batches of one data setting, per epoch, kept in memory.
+
+    An ablation trains its rows one after another in one process, and a row's batches are
+    functions of (seed, epoch, index, rank) and the data settings only, so the next row of
+    the same seed would augment and render the very same batches again (~a quarter of a
+    CPU step here). :class:`TrainLoader` stores an epoch it iterated in full under its
+    key, and serves it back to any loader with that key: bit for bit the same batches
+    (tests/test_train.py). One data setting at a time (a new key drops the old); an epoch
+    that would take the total past the budget is not kept.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.epochs: dict[int, list[dict]] = {}
+        self.nbytes = 0
+
+    def get(self, key: tuple, epoch: int) -> list[dict] | None:
+        return self.epochs.get(epoch) if key == self.key else None
+
+    def put(self, key: tuple, epoch: int, batches: list[dict], budget_bytes: float) -> None:
+        if key != self.key:
+            self.clear()
+            self.key = key
+        size = sum(_nbytes(b) for b in batches)
+        if self.nbytes + size <= budget_bytes:
+            self.epochs[epoch] = batches
+            self.nbytes += size
+
+    def clear(self) -> None:
+        self.key, self.epochs, self.nbytes = None, {}, 0
+
+
+BATCH_CACHE = BatchCache()
+
+
+def _nbytes(batch: dict) -> int:
+    return sum(v.nbytes for v in batch.values() if isinstance(v, torch.Tensor))
+
+
 class TrainLoader:
     """The training batches of one process: order, augmentation and worker seeds are
     functions of (cfg.seed, epoch, index, rank) only, never of the model or the loss, so
@@ -75,6 +115,14 @@ class TrainLoader:
 
     def __init__(self, dataset: TrainDataset, cfg: Config, env: DistEnv):
         self.dataset, self.seed, self.rank = dataset, cfg.seed, env.rank
+        self.epoch = self.skip = 0
+        # launch.batch_cache_gb: reuse the batches of an earlier run in this process
+        # (BatchCache); only in-process ablations have one, and only datasets that can say
+        # what their samples depend on take part.
+        shared = cfg.launch.launcher == "inprocess" and hasattr(dataset, "batch_key")
+        self.cache_bytes = cfg.launch.batch_cache_gb * 1e9 if shared else 0.0
+        self.cache_key = (dataset.batch_key(), cfg.optim.batch_size, env.rank,
+                          env.world_size) if self.cache_bytes > 0 else None
         self.sampler = ResumableSampler(DistributedSampler(
             dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed
         ))
@@ -91,12 +139,31 @@ class TrainLoader:
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Select the epoch's order and augmentation draws; start ``skip`` samples in."""
         self.sampler.set_epoch(epoch, skip)
+        self.epoch, self.skip = epoch, skip
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         self.generator.manual_seed(self.seed * 1_000_003 + epoch * 1009 + self.rank)
 
     def __iter__(self) -> Iterator[dict]:
-        return iter(self.loader)
+        if self.cache_key is None or self.skip:  # a resumed epoch starts mid-way: not cached
+            yield from self.loader
+            return
+        cached = BATCH_CACHE.get(self.cache_key, self.epoch)
+        if cached is not None:
+            for batch in cached:
+                yield dict(batch)  # a new dict each time: callers may add or replace keys
+            return
+        kept, size = [], 0
+        for batch in self.loader:
+            if kept is not None:
+                size += _nbytes(batch)
+                if size <= self.cache_bytes:
+                    kept.append(batch)
+                else:
+                    kept = None  # over the budget: keep none of this epoch
+            yield dict(batch)
+        if kept is not None:  # complete epochs only
+            BATCH_CACHE.put(self.cache_key, self.epoch, kept, self.cache_bytes)
 
     def __len__(self) -> int:
         return len(self.loader)
