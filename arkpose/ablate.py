@@ -201,32 +201,55 @@ def eval_inputs(job: Job, train_digest: str, qualities: tuple[str, ...], max_ima
             "qualities": list(qualities), "split": "val", "max_images": max_images,
             "test_size": e.test_size, "decode": config_lib.to_dict(job.cfg)["eval"]["decode"],
             "scoring_mode": e.scoring_mode if scorer_sha else None, "scorer": scorer_sha,
-            "oks_sigma_scale": job.cfg.data.oks_sigma_scale, "data": job.cfg.data.root}
+            "oks_sigma_scale": job.cfg.data.oks_sigma_scale, "data": job.cfg.data.root,
+            # a reusing row rescores the trained row's final detections (evaluate_row)
+            **({"final_poses": "rescored"} if scorer_sha and not job.trains else {})}
 
 
 def evaluate_row(job: Job, checkpoint: Path, out: Path, qualities: tuple[str, ...], *,
                  scorer: Path | None, max_images: int, progress: bool) -> dict[str, dict]:
-    """Evaluate ``checkpoint`` with the job's settings for each quality not yet on disk."""
+    """Evaluate ``checkpoint`` with the job's settings for each quality not yet on disk. A
+    row that reuses another's training and only adds learned scoring rescores that row's
+    final detections instead of running the model again (:func:`_rescore_reused`)."""
     todo = [q for q in qualities if not (out / q / "metrics.json").is_file()]
     if todo:
-        from arkpose import checkpoint as ckpt  # lazy: torch (~1.3 s)
-        from arkpose import evaluate  # lazy: pandas and the COCO tools (~0.5 s)
+        # lazy: torch (~1.3 s), pandas and the COCO tools (~0.5 s)
+        from arkpose import checkpoint as ckpt
+        from arkpose import evaluate, rescore
 
         t0 = time.perf_counter()
-        model, _ = ckpt.load_model(checkpoint)
         score_fn = None
         if scorer is not None:
-            from arkpose import rescore  # lazy: torch (~1.3 s)
-
             score_fn = rescore.load_score_fn(scorer, job.cfg.data.spec, job.cfg.eval.scoring_mode)
-        # The strata matchings come from the evaluation's own COCOeval (one OKS pass).
-        evaluate.evaluate_model(model, job.cfg, split="val", qualities=tuple(todo),
-                                max_images=max_images, out_dir=out, score_fn=score_fn,
-                                progress=progress, strata=True)
+        if not job.trains and score_fn is not None and todo == ["final"]:
+            _rescore_reused(job, out, score_fn)
+        else:  # the strata matchings come from the evaluation's own COCOeval (one OKS pass)
+            model, _ = ckpt.load_model(checkpoint)
+            evaluate.evaluate_model(model, job.cfg, split="val", qualities=tuple(todo),
+                                    max_images=max_images, out_dir=out, score_fn=score_fn,
+                                    progress=progress, strata=True)
         timing = _read_json(out / "timing.json") if (out / "timing.json").is_file() else {}
         _write_json(out / "timing.json", {"eval_s": timing.get("eval_s", 0.0) + time.perf_counter() - t0,
                                           **provenance.git_state()})
     return {q: _read_json(out / q / "metrics.json") for q in qualities}
+
+
+def _rescore_reused(job: Job, out: Path, score_fn: Callable) -> None:
+    """The final quality of a reusing row: the trained row's final detections with the
+    learned scores (:func:`arkpose.rescore.rescore_detections`), evaluated on its images."""
+    from arkpose import evaluate, rescore  # lazy: torch, pandas and the COCO tools
+    from arkpose.data import split_paths  # lazy: the datasets import torch
+
+    source = job.train_folder / "eval" / "final"
+    meta = _read_json(source / "metrics.json")["meta"]
+    dets = rescore.rescore_detections(_read_json(source / "detections.json"), score_fn,
+                                      job.cfg.data.spec)
+    ids = [int(i) for i in evaluate.Matching.load(source / evaluate.MATCHING_FILE).image_ids]
+    kept = {k: v for k, v in meta.items() if k not in ("quality", "num_images", "num_detections")}
+    evaluate.evaluate_detections(split_paths(job.cfg, "val")[0], {"final": dets}, job.cfg.data.spec,
+                                 image_ids=ids, out_dir=out, strata=True,
+                                 extra={**kept, "learned_scoring": True,
+                                        "rescored": str(source / "detections.json")})
 
 
 def analysis_compat(cfg: config_lib.Config) -> str:

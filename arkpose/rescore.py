@@ -248,6 +248,22 @@ def load_score_fn(
     return scoring.make_score_fn(net.to(device), spec, mode)
 
 
+def rescore_detections(detections: list[dict], score_fn: scoring.ScoreFn,
+                       spec: KeypointSpec) -> list[dict]:
+    """The same COCO results with ``score_fn``'s pose scores.
+
+    Learned scoring only ranks the final poses, and its features do not depend on the pixel
+    unit (:func:`arkpose.scoring.pose_features`: limb vectors over the torso length, joint
+    scores), so scoring a model's final detections equals decoding the images again with
+    ``score_fn``, up to float rounding, without running the model.
+    """
+    if not detections:
+        return []
+    poses = torch.tensor([d["keypoints"] for d in detections], dtype=torch.float32)
+    scores = score_fn(poses.reshape(len(detections), spec.num_keypoints, 3)).reshape(-1)
+    return [{**d, "score": float(v)} for d, v in zip(detections, scores.tolist())]
+
+
 # ---------------------------------------------------------------------------------------
 # The whole command
 

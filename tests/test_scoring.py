@@ -527,3 +527,29 @@ def test_rescore_end_to_end(synth_dir, tmp_path, monkeypatch, capsys):
 
     assert cli.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_rescoring_final_detections_equals_decoding_with_the_scorer(synth_dir):
+    """What an ablation's +scoring row does instead of running the model again: the same
+    poses, and the scores the decoding would give (the features ignore the pixel unit)."""
+    from arkpose import inference, rescore
+    from arkpose.data import build_dataset
+
+    cfg = presets.preset("smoke")
+    cfg.data.root, cfg.data.synth_preset = str(synth_dir), ""
+    model = _random_smoke_model(cfg)
+    net = scoring.ScoringNet(COCO.num_features)
+    torch.nn.init.normal_(net.l3.weight, 0, 1.0, generator=torch.Generator().manual_seed(1))
+    score_fn = scoring.make_score_fn(net.eval(), COCO, "official")
+    dataset = build_dataset(cfg, "val")
+    options = dict(test_size=cfg.eval.test_size, max_images=3, progress=False)
+    plain, _ = inference.predict_dataset(model, dataset, COCO, cfg.eval.decode, **options)
+    decoded, _ = inference.predict_dataset(model, dataset, COCO, cfg.eval.decode,
+                                           score_fn=score_fn, **options)
+    rescored = rescore.rescore_detections(plain["final"], score_fn, COCO)
+    assert len(rescored) == len(decoded["final"]) > 0
+    assert [d["keypoints"] for d in rescored] == [d["keypoints"] for d in decoded["final"]]
+    np.testing.assert_allclose([d["score"] for d in rescored], [d["score"] for d in decoded["final"]],
+                               rtol=1e-5, atol=1e-7)
+    assert [d["score"] for d in rescored] != [d["score"] for d in plain["final"]]
+    assert rescore.rescore_detections([], score_fn, COCO) == []
