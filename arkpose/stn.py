@@ -99,6 +99,7 @@ def _transforms(model: torch.nn.Module, image: np.ndarray, test_size: int):
     return _transforms_many(model, [image], test_size)[0]
 
 
+@torch.no_grad()
 def _transforms_many(model: torch.nn.Module, images: list[np.ndarray], test_size: int):
     """:func:`_transforms` of each image, with one forward pass for all of them when their
     resized shapes agree (equal-sized benchmark images: a few times less time per image on

@@ -542,7 +542,7 @@ def test_rescoring_final_detections_equals_decoding_with_the_scorer(synth_dir):
     torch.nn.init.normal_(net.l3.weight, 0, 1.0, generator=torch.Generator().manual_seed(1))
     score_fn = scoring.make_score_fn(net.eval(), COCO, "official")
     dataset = build_dataset(cfg, "val")
-    options = dict(test_size=cfg.eval.test_size, max_images=3, progress=False)
+    options = {"test_size": cfg.eval.test_size, "max_images": 3, "progress": False}
     plain, _ = inference.predict_dataset(model, dataset, COCO, cfg.eval.decode, **options)
     decoded, _ = inference.predict_dataset(model, dataset, COCO, cfg.eval.decode,
                                            score_fn=score_fn, **options)

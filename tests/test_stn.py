@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -132,3 +133,17 @@ def test_images_in_one_forward_pass_read_the_transforms_of_one_at_a_time():
         for unit in maps:
             assert maps[unit].abs().max() > 0
             torch.testing.assert_close(maps[unit], maps1[unit], rtol=1e-4, atol=1e-5)
+
+
+def test_person_transforms_need_no_gradient(synth_dir):
+    from arkpose.config import ModelConfig
+    from arkpose.data.coco import KeypointDataset
+    from arkpose.model import build_model
+    from arkpose.spec import COCO
+
+    model = build_model(ModelConfig(backbone="nano-w16", heatmap_channels=8, regression_channels=16), 17)
+    ds = KeypointDataset(synth_dir / "annotations/person_keypoints_val.json", synth_dir / "images/val", COCO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Converting a tensor with requires_grad=True"
+        table = stn.person_transforms(model.eval(), ds, max_images=2, test_size=64, progress=False)
+    assert len(table) > 0
