@@ -213,12 +213,13 @@ def evaluate_matchings(
     """:func:`evaluate_matching` and :func:`matchings_ignoring` from one COCOeval (one OKS
     pass): ``(stats, matching, {name: matching with those persons ignored})``."""
     with _evaluated(gt, detections, spec, image_ids) as ev:
-        # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level.
+        # Before summarize(): xtcocotools' CrowdPose summary re-evaluates per crowd level
+        # (and leaves its parameters on the last level).
         matching = matching_from_cocoeval(ev)
+        by_name = _rematch_ignoring(ev, ignore)
         ev.accumulate()
         ev.summarize()
-        stats = {name: float(v) for name, v in zip(stat_names(spec), ev.stats)}
-        return stats, matching, _rematch_ignoring(ev, ignore)
+    return {name: float(v) for name, v in zip(stat_names(spec), ev.stats)}, matching, by_name
 
 
 def matchings_ignoring(
@@ -242,8 +243,8 @@ def matchings_ignoring(
 def _rematch_ignoring(ev, ignore: Mapping[str, set[int]]) -> dict[str, Matching]:
     """Per set of ``ignore``, the matching of the evaluated ``ev`` with those persons
     ignored: the OKS stays, only the greedy matching runs again. ``ev`` is left as it was
-    found apart from ``evalImgs``."""
-    out = {}
+    found."""
+    out, found = {}, ev.evalImgs
     p = ev.params
     cats = p.catIds if p.useCats else [-1]
     persons = [g for gts in ev._gts.values() for g in gts]
@@ -256,6 +257,7 @@ def _rematch_ignoring(ev, ignore: Mapping[str, set[int]]) -> dict[str, Matching]
         out[name] = matching_from_cocoeval(ev)
     for g, base in zip(persons, always):
         g["ignore"] = base
+    ev.evalImgs = found
     return out
 
 

@@ -151,26 +151,28 @@ def test_strata_matchings_are_cached_by_what_changes_them(tmp_path, monkeypatch)
     assert calls == [1, 1]
 
 
-def test_an_evaluation_with_strata_leaves_what_the_cache_would_compute(tmp_path, monkeypatch):
-    """evaluate_detections(strata=True) keeps the strata matchings from its own COCOeval;
-    reading them back computes nothing and gives what a fresh computation gives."""
+@pytest.mark.parametrize("spec", [COCO, CROWDPOSE], ids=["pycocotools", "xtcocotools"])
+def test_an_evaluation_with_strata_leaves_what_the_cache_would_compute(spec, tmp_path, monkeypatch):
+    """evaluate_detections(strata=True) keeps the strata matchings from its own COCOeval
+    (before xtcocotools' summary moves its parameters); reading them back computes nothing
+    and gives what a fresh computation gives."""
     gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps(_ground_truth(COCO)))
-    dets = _detections(COCO) + [_det("D", 0.5, COCO)]
-    results = evaluate.evaluate_detections(gt_path, {"final": dets}, COCO, out_dir=tmp_path / "eval",
+    gt_path.write_text(json.dumps(_ground_truth(spec)))
+    dets = _detections(spec) + [_det("D", 0.5, spec)]
+    results = evaluate.evaluate_detections(gt_path, {"final": dets}, spec, out_dir=tmp_path / "eval",
                                            strata=True)
-    assert results["final"] == evaluate.evaluate(gt_path, dets, COCO)
+    assert results["final"] == evaluate.evaluate(gt_path, dets, spec)
     calls = []
     monkeypatch.setattr(strata, "strata_matchings", lambda *a: calls.append(1))
-    kept, persons = strata.cached_strata_matchings(tmp_path / "eval/final", gt_path, COCO)
+    kept, persons = strata.cached_strata_matchings(tmp_path / "eval/final", gt_path, spec)
     assert not calls and persons == {s: 2 for s in strata.STRATA}
     monkeypatch.undo()
-    fresh, _ = strata.strata_matchings(gt_path, dets, COCO, [im["id"] for im in _ground_truth(COCO)["images"]])
+    fresh, _ = strata.strata_matchings(gt_path, dets, spec, [im["id"] for im in _ground_truth(spec)["images"]])
     for s in strata.STRATA:
         for field in ("det_image", "det_score", "tp", "fp", "npig"):
             np.testing.assert_array_equal(getattr(kept[s], field), getattr(fresh[s], field))
     with pytest.raises(ValueError, match="file path"):
-        evaluate.evaluate_detections(_ground_truth(COCO), {"final": dets}, COCO,
+        evaluate.evaluate_detections(_ground_truth(spec), {"final": dets}, spec,
                                      out_dir=tmp_path / "x", strata=True)
 
 
