@@ -87,6 +87,10 @@ class BatchCache:
     def get(self, key: tuple, epoch: int) -> list[dict] | None:
         return self.epochs.get(epoch) if key == self.key else None
 
+    def room(self, key: tuple, budget_bytes: float) -> float:
+        """Bytes an epoch under ``key`` may take (a new key would drop what is kept)."""
+        return budget_bytes - (self.nbytes if key == self.key else 0)
+
     def put(self, key: tuple, epoch: int, batches: list[dict], budget_bytes: float) -> None:
         if key != self.key:
             self.clear()
@@ -153,11 +157,11 @@ class TrainLoader:
             for batch in cached:
                 yield dict(batch)  # a new dict each time: callers may add or replace keys
             return
-        kept, size = [], 0
+        kept, size, room = [], 0, BATCH_CACHE.room(self.cache_key, self.cache_bytes)
         for batch in self.loader:
             if kept is not None:
                 size += _nbytes(batch)
-                if size <= self.cache_bytes:
+                if size <= room:
                     kept.append(batch)
                 else:
                     kept = None  # over the budget: keep none of this epoch
