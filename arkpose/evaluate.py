@@ -335,7 +335,8 @@ def evaluate_detections(
             write_json(d / "detections.json", dets)
             matching.save(d / MATCHING_FILE)
             if strata:
-                strata_lib.save_strata_matchings(d, Path(gt_path), spec, by_stratum, persons)
+                strata_lib.save_strata_matchings(d, Path(gt_path), spec, matching.image_ids,
+                                                 by_stratum, persons)
             meta = {"quality": quality, "num_images": len(image_ids) if image_ids is not None
                     else len(gt["images"]), "num_detections": len(dets), **(extra or {})}
             write_json(d / "metrics.json", {**stats, "meta": meta})

@@ -135,12 +135,13 @@ def _strata_key(quality_dir: Path, gt_path: Path, spec: KeypointSpec, image_ids:
 
 
 def save_strata_matchings(quality_dir: Path, gt_path: Path, spec: KeypointSpec,
-                          matchings: Mapping[str, stats.Matching], persons: Mapping[str, int]) -> None:
-    """Keep an evaluation folder's strata matchings (``matching_<stratum>.npz``) with
-    ``strata.json``, their key, written last: it vouches for the files. The folder's
-    ``detections.json`` and ``matching.npz`` must be written already."""
+                          image_ids: Sequence[int], matchings: Mapping[str, stats.Matching],
+                          persons: Mapping[str, int]) -> None:
+    """Keep an evaluation folder's strata matchings (``matching_<stratum>.npz``, on
+    ``image_ids``, the evaluated images) with ``strata.json``, their key, written last: it
+    vouches for the files. The folder's ``detections.json`` must be written already."""
     quality_dir = Path(quality_dir)
-    image_ids = [int(i) for i in stats.Matching.load(quality_dir / MATCHING_FILE).image_ids]
+    image_ids = [int(i) for i in image_ids]
     for stratum, m in matchings.items():
         m.save(quality_dir / f"matching_{stratum}.npz")
     key_file = quality_dir / STRATA_KEY_FILE
@@ -167,7 +168,7 @@ def cached_strata_matchings(quality_dir: Path, gt_path: Path,
             return {s: stats.Matching.load(f) for s, f in files.items()}, saved["persons"]
     detections = json.loads((quality_dir / "detections.json").read_text())
     matchings, persons = strata_matchings(gt_path, detections, spec, image_ids)
-    save_strata_matchings(quality_dir, gt_path, spec, matchings, persons)
+    save_strata_matchings(quality_dir, gt_path, spec, image_ids, matchings, persons)
     return matchings, persons
 
 
