@@ -187,8 +187,11 @@ def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Pa
     if not done.is_file():
         metrics = train.train(cfg, out, resume=(out / "last.pt").is_file(), progress=progress)
         seconds = sum(r.get("seconds", 0.0) for r in train.read_metrics(out))
+        from arkpose import runtime  # lazy: it imports torch
+
         _write_json(done, {"metrics": metrics, "train_s": seconds, **provenance.git_state(),
-                           "device": provenance.device_name(cfg.device)})
+                           "device": provenance.device_name(cfg.device),
+                           "threads": runtime.num_threads()})
     return out / "last.pt"
 
 
@@ -390,7 +393,7 @@ def run_ablation(
     check_runs_folder(jobs + [pre] if pre else jobs, root)
     ensure_data(base, progress=progress)
     data_digest = provenance.dataset_digest(base)
-    if base.launch.launcher != "inprocess":
+    if base.launch.launcher in launch.SUBMITTED:
         # The rows' identities hold the shared backbone's weights: it must exist first.
         for batch in ([pre] if pre else []), jobs:
             unfinished = launch.train_all(batch, root, base.launch, log, claim_training)
@@ -401,14 +404,19 @@ def run_ablation(
     if pre is not None:
         claim_training(pre, root, log)
         train_row(pre.cfg, pre.folder, progress=progress)
-    train_digests: dict[Path, str] = {}
+    if base.launch.launcher == "pool":
+        from arkpose import pool  # lazy: it imports this module
+
+        outcomes = pool.run_jobs(jobs, root, max_val_images, analyse, base.launch.jobs, log)
+    else:
+        train_digests: dict[Path, str] = {}
+        outcomes = [run_job(job, root, train_digests, max_val_images, analyse, log, progress)
+                    for job in jobs]
     records, eval_dirs = [], {}
-    for job in jobs:
-        metrics, eval_dir, sources, scorer = run_job(job, root, train_digests, max_val_images,
-                                                     analyse, log, progress)
+    for job, (metrics, eval_dir, sources, scorer) in zip(jobs, outcomes):
         eval_dirs.update({(job.row.name, job.seed, q): folder for q, folder in sources.items()})
         records.append(ablation_report.run_record(job, metrics, eval_dir, scorer))
-    if base.launch.batch_cache_gb > 0:
+    if base.launch.launcher == "inprocess" and base.launch.batch_cache_gb > 0:
         from arkpose.train.loader import BATCH_CACHE  # lazy: torch (~1.3 s)
 
         BATCH_CACHE.clear()  # the last seed's batches: gigabytes the summaries do not need

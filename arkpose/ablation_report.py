@@ -142,6 +142,10 @@ def write_summary(ablation: Ablation, preset: str, base: config_lib.Config, seed
         # The summary's own commit may be newer than the code that trained the runs it reuses.
         "train_commits": sorted({_commit(done) for done in dones}),
         "train_devices": sorted({str(done.get("device")) for done in dones}),
+        # Threads per training (older runs did not record them: "?"); "threads" above is
+        # the driver's, which pool workers divide (arkpose.pool).
+        "train_threads": sorted({str(done.get("threads", "?")) for done in dones}),
+        "launcher": {"launcher": base.launch.launcher, "jobs": base.launch.jobs},
     }
     for name, frame in (("per_seed", per_seed), ("rows", rows), ("deltas", deltas), ("strata", by_stratum)):
         frame.to_csv(root / f"{name}.csv", index=False)

@@ -193,8 +193,10 @@ class LaunchConfig:
     """Where `arkpose ablate` runs its trainings (arkpose.launch; docs/cluster.md). Not part of
     a run's identity: where a run trained does not change what it is."""
 
-    launcher: str = "inprocess"  # "inprocess" | "local" (parallel processes) | "slurm" (job array)
-    jobs: int = 2  # trainings at once: local processes, or the SLURM array's parallelism
+    # "inprocess" | "pool" (worker processes of the driver, arkpose.pool) | "local" (submitit
+    # processes) | "slurm" (job array)
+    launcher: str = "inprocess"
+    jobs: int = 2  # at once: pool workers, local processes, or the SLURM array's parallelism
     wait: bool = True  # wait for the jobs, then evaluate; false: submit and return
     partition: str = ""  # SLURM partition ("" = the cluster's default)
     gpus_per_job: int = 1  # one training per job; > 1 runs it as DDP with one task per GPU
@@ -204,9 +206,9 @@ class LaunchConfig:
     account: str = ""
     qos: str = ""
     max_requeues: int = 20  # timeouts and preemptions per job before it is given up
-    # In-process runs keep the last data settings' training batches in memory up to this
-    # many GB, so the next row of the same seed takes them instead of augmenting again
-    # (arkpose.train.loader.BatchCache: the same batches, bit for bit). 0 = off.
+    # In-process runs (and each pool worker) keep the last data settings' training batches
+    # in memory up to this many GB, so the next row of the same seed takes them instead of
+    # augmenting again (arkpose.train.loader.BatchCache: the same batches, bit for bit). 0 = off.
     batch_cache_gb: float = 0.0
 
 

@@ -1,6 +1,8 @@
 """Where an ablation's trainings run: in the driver's process (``launch.launcher``
-"inprocess", the default), as parallel local processes ("local") or as a SLURM job array
-("slurm"), the last two through submitit.
+"inprocess", the default), in a pool of worker processes of the driver ("pool",
+:mod:`arkpose.pool`: training, scoring, evaluation and analysis, a seed's related rows per
+worker), as parallel local processes ("local") or as a SLURM job array ("slurm"), the last
+two through submitit.
 
 Each (row, seed) training is one job running :func:`arkpose.ablate.train_row`, the same
 resumable training as in-process. The driver claims every run folder first (run identity,
@@ -37,7 +39,10 @@ from arkpose.jsonio import write_json
 if TYPE_CHECKING:  # submitit is imported only to launch (see make_executor)
     import submitit
 
-LAUNCHERS = ("inprocess", "local", "slurm")
+LAUNCHERS = ("inprocess", "pool", "local", "slurm")
+# The launchers whose trainings are submitted through submitit (train_all); "pool" runs
+# whole jobs in worker processes of the driver (arkpose.pool).
+SUBMITTED = ("local", "slurm")
 JOBS_DIR = "jobs"
 POLL_S = 2.0
 # Job states after which a job will not write done.json any more (SLURM's and local's).

@@ -70,6 +70,10 @@ def _laptop() -> Config:
     # ~4 GB of a laptop's memory): +guidance reuses the baseline's, +adaptive the
     # +tradeoff's (the tradeoff mask is a target).
     cfg.launch.batch_cache_gb = 2.5
+    # Two 1-thread worker processes keep both cores busy (arkpose.pool): a seed's
+    # baseline/+guidance pair in one, its +tradeoff/+adaptive/+scoring in the other.
+    cfg.launch.launcher = "pool"
+    cfg.launch.jobs = 2
     # Persons from 34 px: at 3x COCO's tolerance a baseline's final AP is ~13 (a floor
     # effect), at 5x ~30, the edge of the 30-70 the issue asks for (docs/synthpose.md).
     cfg.data.oks_sigma_scale = 6.0

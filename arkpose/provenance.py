@@ -159,6 +159,7 @@ def environment(cfg: config_lib.Config) -> dict[str, Any]:
 def markdown_block(prov: dict[str, Any]) -> str:
     """A few markdown lines that say how a table was made (for the end of a .md export)."""
     keys = ("arkpose", "git_commit", "git_dirty", "preset", "seeds", "dataset_digest",
-            "oks_sigma_scale", "evaluation", "unit_init", "date", "device", "threads")
+            "oks_sigma_scale", "evaluation", "unit_init", "date", "device", "threads",
+            "train_threads", "launcher")
     lines = [f"- {k}: {prov[k]}" for k in keys if k in prov]
     return "\nProvenance:\n\n" + "\n".join(lines) + "\n"

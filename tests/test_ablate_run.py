@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from arkpose import notebooks
+from arkpose import notebooks, runtime
 from arkpose.cli import ablate as command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +141,33 @@ def test_the_local_launcher_gives_the_numbers_of_the_in_process_run(smoke_projec
     assert len(numbers) >= 3 * 10
     pd.testing.assert_frame_equal(local[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
     assert (tmp_path / "runs" / "table4-smoke" / "jobs").is_dir()  # job logs live in the run folder
+
+
+@pytest.mark.slow
+def test_the_pool_launcher_gives_the_numbers_of_the_in_process_run(smoke_project, tmp_path, capsys,
+                                                                   monkeypatch):
+    """The same ablation in 2 worker processes (arkpose.pool), each with half of
+    ARKPOSE_THREADS=4: the 2 threads of the in-process run, so bit for bit its AP and AR."""
+    project, argv, _ = smoke_project
+    argv = [a if a != str(project / "runs" / "ablations") else str(tmp_path / "runs") for a in argv]
+    monkeypatch.setenv(runtime.THREADS_ENV, "4")
+    try:
+        assert command.main([*argv, "--launcher", "pool", "--jobs", "2", "--no-notebooks"]) == 0
+    finally:
+        monkeypatch.setenv(runtime.THREADS_ENV, "2")
+        runtime.configure_threads()
+    err = capsys.readouterr().err
+    assert "pool: 10 jobs in 4 groups, 2 worker process(es) of 2 thread(s)" in err
+    assert err.count("pool: done") == 4
+    root = tmp_path / "runs" / "table4-smoke"
+    pooled = pd.read_csv(root / "per_seed.csv").set_index(["row", "seed"])
+    inprocess = pd.read_csv(project / "runs" / "ablations" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
+    numbers = [c for c in inprocess.columns if c.rsplit("_", 1)[-1].startswith(("AP", "AR"))]
+    pd.testing.assert_frame_equal(pooled[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
+    analysis = "plus-adaptive/seed-1/analysis/final/analysis.json"
+    assert (root / analysis).read_text() == (project / "runs" / "ablations" / "table4-smoke" / analysis).read_text()
+    prov = json.loads((root / "provenance.json").read_text())
+    assert prov["train_threads"] == ["2"] and prov["launcher"] == {"launcher": "pool", "jobs": 2}
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def test_launch_settings_do_not_change_a_run_identity(synth_dir):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("launcher", "kubernetes", "is not one of inprocess, local, slurm"),
+    ("launcher", "kubernetes", "is not one of inprocess, pool, local, slurm"),
     ("jobs", 0, "launch.jobs=0 must be positive"),
 ])
 def test_impossible_launch_settings_are_refused(field, value, message):

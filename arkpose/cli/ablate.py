@@ -17,6 +17,7 @@ from arkpose import (
     config,
     launch,
     notebooks,
+    pool,
     presets,
     report_index,
     runtime,
@@ -69,10 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # (flag, launch.* field, type, help): flags for the fields people change per call.
 LAUNCH_FLAGS = (
-    ("--launcher", "launcher", str, ("inprocess (default): one process trains every row in turn; "
-     "local: parallel local processes; slurm: a SLURM job array (submitit)")),
-    ("--jobs", "jobs", int, ("trainings at once (local processes, or the array's parallelism; "
-     "default 2)")),
+    ("--launcher", "launcher", str, ("inprocess (the default but for --preset laptop): one process "
+     "runs every row in turn; pool (laptop's default): worker processes, each with "
+     "ARKPOSE_THREADS/jobs threads; local: parallel local processes; slurm: a SLURM job "
+     "array (submitit)")),
+    ("--jobs", "jobs", int, ("at once: pool workers, local processes, or the array's "
+     "parallelism (default 2)")),
     ("--partition", "partition", str, "SLURM partition (default: the cluster's)"),
     ("--gpus-per-job", "gpus_per_job", int, ("GPUs per training job; > 1 trains it with DDP "
      "(default 1)")),
@@ -132,7 +135,7 @@ def main(argv: list[str]) -> int:
     except launch.JobsPending as pending:
         print(f"arkpose ablate: {pending}", file=sys.stderr)
         return 0
-    except launch.JobsFailed as failed:
+    except (launch.JobsFailed, pool.PoolJobFailed) as failed:
         print(f"arkpose ablate: {failed}", file=sys.stderr)
         return 1
     except train.TrainingInterrupted as stop:

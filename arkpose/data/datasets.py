@@ -98,11 +98,8 @@ class TrainDataset(torch.utils.data.Dataset):
     def batch_key(self) -> str:
         """A digest of everything ``dataset[i]`` depends on besides (epoch, i): two datasets
         with the same key give the same samples (arkpose.train.loader.BatchCache)."""
-        loss = self.cfg.loss
-        return digest({"data": to_dict(self.cfg)["data"], "seed": self.seed,
-                       "augment": self.augment_data, "images": len(self.raw),
-                       "targets": [loss.background_weight, loss.tradeoff_mask,
-                                   loss.offset_normaliser]})
+        return digest({**sample_settings(self.cfg), "augment": self.augment_data,
+                       "images": len(self.raw)})
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         d, loss = self.cfg.data, self.cfg.loss
@@ -124,6 +121,14 @@ class TrainDataset(torch.utils.data.Dataset):
         )
         return {"image": normalize(out["image"]), **targets,
                 "image_id": torch.tensor(sample["image_id"], dtype=torch.int64)}
+
+
+def sample_settings(cfg: Config) -> dict[str, Any]:
+    """The settings a training sample depends on besides its image, epoch and index: the
+    data config, the seed and the target settings (not the model's, nor the loss weights')."""
+    loss = cfg.loss
+    return {"data": to_dict(cfg)["data"], "seed": int(cfg.seed),
+            "targets": [loss.background_weight, loss.tradeoff_mask, loss.offset_normaliser]}
 
 
 def build_train_dataset(cfg: Config, split: str = "train") -> TrainDataset:

@@ -29,6 +29,9 @@ class TrainingInterrupted(RuntimeError):
             f"Continue with the same command plus --resume"
         )
 
+    def __reduce__(self):  # pool workers send it to the driver (arkpose.pool)
+        return type(self), (self.signum, self.path)
+
 
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader worker init: Ctrl-C / SIGTERM reach the whole process group, but only the
