@@ -42,12 +42,13 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
         f"Preset `{prov['preset']}`, seeds {prov['seeds']}, trained at commit(s) "
         + ", ".join(f"`{c[:10]}`{c[40:]}" for c in prov.get("train_commits", []))
         + f", summarised at `{str(prov['git_commit'])[:10]}`"
-        f"{' (dirty tree)' if prov.get('git_dirty') else ''}, {prov['device']}, {prov['threads']} "
-        f"thread(s), {prov['date'][:10]}; AP x 100, mean over seeds [95% CI] (files: `{rel}/`). "
-        "Wall time per row, all seeds (training + evaluation + scorer): "
+        f"{' (dirty tree)' if prov.get('git_dirty') else ''}, {prov['device']}, {_threads(prov)}, "
+        f"{prov['date'][:10]}; AP x 100, mean over seeds [95% CI] (files: `{rel}/`). "
+        "Wall time per row, all seeds (training + evaluation + scorer"
+        + (", each worker's own" if _pooled(prov) else "") + "): "
         + ", ".join(f"{row} {seconds / 60:.0f} min" for row, seconds in prov["wall_s_per_row"].items())
         + "."
-        + _wall_sentence(report_dir / "wall.json"),
+        + _wall_sentence(report_dir / "wall.json", _pooled(prov)),
         "",
         (report_dir / "table4.md").read_text().split("\nProvenance:")[0].strip(),
         "",
@@ -62,13 +63,27 @@ def publish(report_dir: str | Path, readme: str | Path, dest: str | Path) -> Pat
     return target
 
 
-def _wall_sentence(path: Path) -> str:
+def _pooled(prov: dict) -> bool:
+    return prov.get("launcher", {}).get("launcher") == "pool"
+
+
+def _threads(prov: dict) -> str:
+    """How many threads ran it: the driver's, and the pool workers' (arkpose.pool)."""
+    if not _pooled(prov):
+        return f"{prov['threads']} thread(s)"
+    each = " or ".join(prov.get("train_threads", ["?"]))
+    return (f"{prov['threads']} thread(s) in the driver, the (row, seed) jobs in "
+            f"{prov['launcher']['jobs']} worker processes of {each} thread(s)")
+
+
+def _wall_sentence(path: Path, pooled: bool) -> str:
     if not path.is_file():
         return ""
     wall = json.loads(path.read_text())
     ceiling = wall["fp32_ceiling_gmac_s"]
+    threads = "the workers above" if pooled else f"{wall['threads']} thread(s)"
     return (f" The whole `{wall['command']}` took {wall['wall_s'] / 60:.1f} min with "
-            f"{wall['threads']} thread(s) on a machine whose fp32 ceiling measured "
+            f"{threads} on a machine whose fp32 ceiling measured "
             f"{ceiling['start']} G MAC/s before it and {ceiling['end']} after (`wall.json`).")
 
 

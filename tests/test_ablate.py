@@ -273,6 +273,14 @@ def test_publish_quotes_the_report_files_in_the_readme(tmp_path):
     assert "trained at commit(s) `1234567890`, `fedcba9876` (dirty), summarised at `abcdef1234`" in text
     report.publish(rep, readme, tmp_path / "docs" / "results")
     assert readme.read_text() == text  # idempotent
+    assert "AMD EPYC, 2 thread(s), 2026-12-07" in text and "each worker's own" not in text
+    (rep / "provenance.json").write_text(json.dumps({**prov, "train_threads": ["1"],
+                                                     "launcher": {"launcher": "pool", "jobs": 2}}))
+    report.publish(rep, readme, tmp_path / "docs" / "results")
+    pooled = readme.read_text()
+    assert ("AMD EPYC, 2 thread(s) in the driver, the (row, seed) jobs in 2 worker processes of 1 "
+            "thread(s), 2026-12-07") in pooled and "(training + evaluation + scorer, each worker's own)" in pooled
+    assert "took 25.0 min with the workers above on a machine" in pooled
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="results:begin"):
         report.publish(rep, readme, tmp_path / "docs" / "results")
