@@ -2,11 +2,11 @@
 machine (``--launcher pool --jobs N``, the laptop preset's default).
 
 Why: on a 2-core laptop one 2-thread process leaves a core idle whenever it runs
-single-threaded work (augmenting and rendering batches, decoding, matching, the error
-analysis; a quarter of a training step's time), and the adaptive convolution's sampling
-barely gains from a second thread. Two 1-thread workers keep both cores busy: ~1.4x the
-throughput of one 2-thread process on the laptop ablation's trainings (docs/ablations.md,
-"Parallel workers").
+single-threaded work (augmenting and rendering batches, a fifth of a regular row's epoch;
+decoding, matching, the error analysis), and the adaptive convolution's sampling barely
+gains from a second thread. Two 1-thread workers keep both cores busy: two laptop trainings
+take 1.6-1.7x less wall time than one after the other in a 2-thread process
+(docs/cluster.md, "The pool"; tests/benchmarks/bench_pool.py).
 
 Each worker runs whole *groups*: the rows of one seed that train on the same batches (the
 same :func:`arkpose.data.datasets.sample_settings`; Table 4's baseline and +guidance, or
