@@ -106,7 +106,7 @@ def run_jobs(jobs: list[Job], root: Path, max_images: int, analyse: bool, worker
                        for g in groups}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
+                for future in [f for f in pending if f in done]:  # in submission order
                     group = pending.pop(future)
                     labels = ", ".join(jobs[i].label for i in group)
                     if future.exception() is not None:
