@@ -181,14 +181,12 @@ DONE_FILE = "done.json"  # written when a row's training has finished
 
 def train_row(cfg: config_lib.Config, out: Path, *, progress: bool = True) -> Path:
     """Train one row (resuming an interrupted run); returns the final checkpoint path."""
-    from arkpose import train  # lazy: torch (~1.3 s); planning and reading runs need none
+    from arkpose import runtime, train  # lazy: torch (~1.3 s); planning and reading runs need none
 
     done = out / DONE_FILE
     if not done.is_file():
         metrics = train.train(cfg, out, resume=(out / "last.pt").is_file(), progress=progress)
         seconds = sum(r.get("seconds", 0.0) for r in train.read_metrics(out))
-        from arkpose import runtime  # lazy: it imports torch
-
         _write_json(done, {"metrics": metrics, "train_s": seconds, **provenance.git_state(),
                            "device": provenance.device_name(cfg.device),
                            "threads": runtime.num_threads()})
@@ -393,7 +391,7 @@ def run_ablation(
     check_runs_folder(jobs + [pre] if pre else jobs, root)
     ensure_data(base, progress=progress)
     data_digest = provenance.dataset_digest(base)
-    if base.launch.launcher in launch.SUBMITTED:
+    if base.launch.submitted:
         # The rows' identities hold the shared backbone's weights: it must exist first.
         for batch in ([pre] if pre else []), jobs:
             unfinished = launch.train_all(batch, root, base.launch, log, claim_training)

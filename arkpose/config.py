@@ -211,6 +211,13 @@ class LaunchConfig:
     # augmenting again (arkpose.train.loader.BatchCache: the same batches, bit for bit). 0 = off.
     batch_cache_gb: float = 0.0
 
+    @property
+    def submitted(self) -> bool:
+        """Whether trainings run as submitit jobs ("local", "slurm": arkpose.launch.train_all),
+        separate processes sharing nothing with the driver; "inprocess" and "pool" train in
+        the driver or its workers (arkpose.pool)."""
+        return self.launcher in ("local", "slurm")
+
 
 @dataclass
 class Config:

@@ -39,10 +39,7 @@ from arkpose.jsonio import write_json
 if TYPE_CHECKING:  # submitit is imported only to launch (see make_executor)
     import submitit
 
-LAUNCHERS = ("inprocess", "pool", "local", "slurm")
-# The launchers whose trainings are submitted through submitit (train_all); "pool" runs
-# whole jobs in worker processes of the driver (arkpose.pool).
-SUBMITTED = ("local", "slurm")
+LAUNCHERS = ("inprocess", "pool", "local", "slurm")  # submitted ones: LaunchConfig.submitted
 JOBS_DIR = "jobs"
 POLL_S = 2.0
 # Job states after which a job will not write done.json any more (SLURM's and local's).

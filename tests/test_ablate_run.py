@@ -126,20 +126,31 @@ def test_report_pages_show_every_part_and_link_only_to_existing_files(smoke_proj
     assert "table4-smoke/index.html" in links[root_page]
 
 
+def _same_ablation_into(smoke_project, runs: Path) -> list[str]:
+    """The fixture's command line with its runs folder replaced by ``runs``."""
+    project, argv, _ = smoke_project
+    return [a if a != str(project / "runs" / "ablations") else str(runs) for a in argv]
+
+
+def _assert_same_numbers(root: Path, smoke_project) -> None:
+    """Bit for bit the AP and AR (and the training digests) of the fixture's in-process run."""
+    theirs = pd.read_csv(root / "per_seed.csv").set_index(["row", "seed"])
+    inprocess = pd.read_csv(smoke_project[0] / "runs" / "ablations" / "table4-smoke" / "per_seed.csv"
+                            ).set_index(["row", "seed"])
+    numbers = [c for c in inprocess.columns if c.rsplit("_", 1)[-1].startswith(("AP", "AR"))]
+    assert len(numbers) >= 3 * 10
+    pd.testing.assert_frame_equal(theirs[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
+
+
 @pytest.mark.slow
 def test_the_local_launcher_gives_the_numbers_of_the_in_process_run(smoke_project, tmp_path, capsys):
     """The same ablation with every training a submitit job (2 parallel local processes):
     the same runs (digests) and, bit for bit, the same AP and AR."""
-    project, argv, _ = smoke_project
-    argv = [a if a != str(project / "runs" / "ablations") else str(tmp_path / "runs") for a in argv]
+    argv = _same_ablation_into(smoke_project, tmp_path / "runs")
     assert command.main([*argv, "--launcher", "local", "--jobs", "2", "--no-notebooks", "--no-analysis"]) == 0
     err = capsys.readouterr().err
     assert err.count("submitted as local job") == 4 * 2 and err.count("finished") >= 4 * 2
-    local = pd.read_csv(tmp_path / "runs" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
-    inprocess = pd.read_csv(project / "runs" / "ablations" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
-    numbers = [c for c in inprocess.columns if c.rsplit("_", 1)[-1].startswith(("AP", "AR"))]
-    assert len(numbers) >= 3 * 10
-    pd.testing.assert_frame_equal(local[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
+    _assert_same_numbers(tmp_path / "runs" / "table4-smoke", smoke_project)
     assert (tmp_path / "runs" / "table4-smoke" / "jobs").is_dir()  # job logs live in the run folder
 
 
@@ -148,8 +159,7 @@ def test_the_pool_launcher_gives_the_numbers_of_the_in_process_run(smoke_project
                                                                    monkeypatch):
     """The same ablation in 2 worker processes (arkpose.pool), each with half of
     ARKPOSE_THREADS=4: the 2 threads of the in-process run, so bit for bit its AP and AR."""
-    project, argv, _ = smoke_project
-    argv = [a if a != str(project / "runs" / "ablations") else str(tmp_path / "runs") for a in argv]
+    argv = _same_ablation_into(smoke_project, tmp_path / "runs")
     monkeypatch.setenv(runtime.THREADS_ENV, "4")
     try:
         assert command.main([*argv, "--launcher", "pool", "--jobs", "2", "--no-notebooks"]) == 0
@@ -160,12 +170,10 @@ def test_the_pool_launcher_gives_the_numbers_of_the_in_process_run(smoke_project
     assert "pool: 10 jobs in 4 groups, 2 worker process(es) of 2 thread(s)" in err
     assert err.count("pool: done") == 4
     root = tmp_path / "runs" / "table4-smoke"
-    pooled = pd.read_csv(root / "per_seed.csv").set_index(["row", "seed"])
-    inprocess = pd.read_csv(project / "runs" / "ablations" / "table4-smoke" / "per_seed.csv").set_index(["row", "seed"])
-    numbers = [c for c in inprocess.columns if c.rsplit("_", 1)[-1].startswith(("AP", "AR"))]
-    pd.testing.assert_frame_equal(pooled[numbers + ["train_digest"]], inprocess[numbers + ["train_digest"]])
+    _assert_same_numbers(root, smoke_project)
     analysis = "plus-adaptive/seed-1/analysis/final/analysis.json"
-    assert (root / analysis).read_text() == (project / "runs" / "ablations" / "table4-smoke" / analysis).read_text()
+    reference = smoke_project[0] / "runs" / "ablations" / "table4-smoke" / analysis
+    assert (root / analysis).read_text() == reference.read_text()
     prov = json.loads((root / "provenance.json").read_text())
     assert prov["train_threads"] == ["2"] and prov["launcher"] == {"launcher": "pool", "jobs": 2}
 

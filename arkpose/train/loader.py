@@ -123,7 +123,7 @@ class TrainLoader:
         # launch.batch_cache_gb: reuse the batches of an earlier run in this process
         # (BatchCache); only in-process ablations and pool workers have one, and only
         # datasets that can say what their samples depend on take part.
-        shared = cfg.launch.launcher in ("inprocess", "pool") and hasattr(dataset, "batch_key")
+        shared = not cfg.launch.submitted and hasattr(dataset, "batch_key")
         self.cache_bytes = cfg.launch.batch_cache_gb * 1e9 if shared else 0.0
         self.cache_key = (dataset.batch_key(), cfg.optim.batch_size, env.rank,
                           env.world_size) if self.cache_bytes > 0 else None
