@@ -18,15 +18,14 @@ second row as it does in one process. Each job trains, scores, evaluates and ana
 Threads: each worker runs ``ARKPOSE_THREADS // jobs`` threads (at least 1), whatever the
 schedule, so a run's numbers do not depend on which worker ran it or when; they can differ
 in the last float bits from a run with another thread count (``done.json`` records the
-threads). Larger groups are started first (longest first keeps the last worker from
-running alone). A failing job stops the pool from starting new groups; the running ones
+threads). Larger groups are started first, and the last group is split by trained row
+(both keep the last worker from running alone). A failing job stops the pool from starting new groups; the running ones
 finish (every step resumes), then the error is raised naming the job.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -51,10 +50,13 @@ def worker_threads(jobs: int) -> int:
     return max(1, runtime.num_threads() // max(1, jobs))
 
 
-def group_jobs(jobs: list[Job]) -> list[list[int]]:
+def group_jobs(jobs: list[Job], workers: int = 1) -> list[list[int]]:
     """Indices into ``jobs`` grouped by (seed, training batches), a reusing row with the row
     it reuses; groups in first-appearance order, jobs in plan order inside each. Ordered
-    for the pool: groups that train an adaptive row first, then larger groups."""
+    for the pool: groups that train an adaptive row first, then larger groups. With more
+    groups than ``workers``, the last group is split into one group per trained row (with
+    the rows that reuse it): the other workers would otherwise sit idle while one runs it
+    whole, and its rows only lose the shared batches (bit-equal weights either way)."""
     from arkpose.data.datasets import sample_settings  # lazy: the datasets import torch
 
     groups: dict[str, list[int]] = {}
@@ -70,12 +72,12 @@ def group_jobs(jobs: list[Job]) -> list[list[int]]:
     # end of the run from leaving one worker alone.
     ordered.sort(key=lambda g: (-sum(jobs[i].trains and jobs[i].cfg.model.adaptive for i in g),
                                 -sum(jobs[i].trains for i in g)))
+    if len(ordered) > workers > 1:
+        last: dict[Path, list[int]] = {}
+        for i in ordered.pop():
+            last.setdefault(jobs[i].train_folder, []).append(i)
+        ordered.extend(last.values())
     return ordered
-
-
-def _start_worker(threads: int) -> None:
-    os.environ[runtime.THREADS_ENV] = str(threads)
-    runtime.configure_threads()
 
 
 def _log(line: str) -> None:
@@ -91,7 +93,7 @@ def _run_group(jobs: list[Job], root: Path, max_images: int, analyse: bool) -> l
 def run_jobs(jobs: list[Job], root: Path, max_images: int, analyse: bool, workers: int,
              log: Callable[[str], None]) -> list[Outcome]:
     """Every job of ``jobs`` in ``workers`` processes; the outcomes in the order of ``jobs``."""
-    groups = group_jobs(jobs)
+    groups = group_jobs(jobs, workers)
     threads = worker_threads(workers)
     workers = min(workers, len(groups))
     log(f"pool: {len(jobs)} jobs in {len(groups)} groups, {workers} worker process(es) of "
@@ -100,7 +102,7 @@ def run_jobs(jobs: list[Job], root: Path, max_images: int, analyse: bool, worker
     failure: tuple[str, BaseException] | None = None
     context = multiprocessing.get_context("spawn")  # the driver may hold torch's threads
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=runtime.use_threads,
                                  initargs=(threads,)) as pool:
             pending = {pool.submit(_run_group, [jobs[i] for i in g], root, max_images, analyse): g
                        for g in groups}

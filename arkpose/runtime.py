@@ -37,6 +37,13 @@ def configure_threads() -> int:
     return n
 
 
+def use_threads(n: int) -> None:
+    """Set ``ARKPOSE_THREADS`` to ``n`` in this process (and the processes it starts) and
+    apply it: the initializer of worker processes that get a share of the threads."""
+    os.environ[THREADS_ENV] = str(n)
+    configure_threads()
+
+
 def fp32_ceiling(repeats: int = 3, size: int = 2048) -> float:
     """G multiply-adds per second of the best of ``repeats`` fp32 ``size``³ matmuls on the
     current threads: the most any conv reaches here, so timings compare across machines as

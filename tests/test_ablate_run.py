@@ -293,25 +293,48 @@ def test_the_real_data_table4_runs_end_to_end(real_fixtures, tmp_path, preset, f
     assert (report / "index.html").is_file()
 
 
-@pytest.mark.slow
-def test_a_failing_notebook_never_lands_in_the_report(tmp_path):
+def _tiny_notebook(folder: Path, name: str, body: str) -> Path:
+    """A notebook with a ``value = 1`` parameters cell and ``body``."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    def notebook(body):
-        cell = new_code_cell("value = 1")
-        cell.metadata["tags"] = ["parameters"]
-        book = new_notebook(cells=[cell, new_code_cell(body)])
-        book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        path = tmp_path / f"{abs(hash(body))}.ipynb"
-        nbformat.write(book, path)
-        return path
+    cell = new_code_cell("value = 1")
+    cell.metadata["tags"] = ["parameters"]
+    book = new_notebook(cells=[cell, new_code_cell(body)])
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / name
+    nbformat.write(book, path)
+    return path
 
+
+@pytest.mark.slow
+def test_a_failing_notebook_never_lands_in_the_report(tmp_path):
     report = tmp_path / "report"
     with pytest.raises(Exception, match="boom"):
-        notebooks.execute_notebook(notebook("raise ValueError('boom')"), report / "bad.ipynb", {})
+        notebooks.execute_notebook(_tiny_notebook(tmp_path, "bad.ipynb", "raise ValueError('boom')"),
+                                   report / "bad.ipynb", {})
     assert not (report / "bad.ipynb").exists() and not (report / "bad.html").exists()
     assert (report / ".bad.partial.ipynb").is_file()  # kept, hidden, to show where it stopped
-    notebooks.execute_notebook(notebook("print(value * 2)"), report / "good.ipynb", {"value": 21})
+    notebooks.execute_notebook(_tiny_notebook(tmp_path, "good.ipynb", "print(value * 2)"),
+                               report / "good.ipynb", {"value": 21})
     assert "42" in (report / "good.ipynb").read_text() and (report / "good.html").is_file()
     assert not (report / ".good.partial.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_notebooks_run_two_at_once_with_a_share_of_the_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARKPOSE_THREADS", "2")
+    _tiny_notebook(tmp_path, "threads.ipynb", "import os\nprint('threads', os.environ['ARKPOSE_THREADS'])")
+    _tiny_notebook(tmp_path, "bad.ipynb", "raise ValueError('boom')")
+    _tiny_notebook(tmp_path, "double.ipynb", "print(value * 2)")
+    report, lines = tmp_path / "report", []
+    wanted = [("threads.ipynb", {}), ("bad.ipynb", {}), ("double.ipynb", {"value": 21})]
+    with pytest.raises(notebooks.NotebookFailed, match=r"(?s)bad\.ipynb: PapermillExecutionError.*boom"):
+        notebooks.run_report_notebooks(wanted, report, lines.append, workers=2, source=tmp_path)
+    assert not (report / "bad.ipynb").exists() and not lines
+    assert "threads 1" in (report / "threads.ipynb").read_text()  # the others finished
+    assert "42" in (report / "double.ipynb").read_text()
+    done = notebooks.run_report_notebooks([wanted[2], wanted[0]], report, lines.append, workers=2,
+                                          source=tmp_path)
+    assert done == [report / "double.ipynb", report / "threads.ipynb"]
+    assert lines == [f"report: {report / 'double.html'}", f"report: {report / 'threads.html'}"]

@@ -181,6 +181,21 @@ def test_padded_sampler_gradcheck_far_outside_and_on_the_grid():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_huge_and_nan_positions_read_nothing_outside_the_map():
+    # An untrained or diverged T can put a tap at 1e30 or NaN; the cast to a table row must
+    # not index outside the table (it did, for a moment, with the clamp before the cast).
+    x = torch.randn(1, 3, 4, 5)
+    pos_y = torch.full((1, 4, 5, 2), 1.5)
+    pos_x = torch.full((1, 4, 5, 2), 2.5)
+    pos_y[0, 0, 0, 0], pos_x[0, 0, 1, 0], pos_y[0, 1, 0, 1] = 1e30, -1e30, float("nan")
+    for columns in (bilinear_columns(x, pos_y, pos_x), PaddedBilinear.apply(x, pos_y, pos_x)):
+        cols = columns.view(4, 5, 2, 3)
+        assert torch.equal(cols[0, 0, 0], torch.zeros(3)) and torch.equal(cols[0, 1, 0], torch.zeros(3))
+        assert cols[1, 0, 1].isnan().all()  # a NaN position gives NaN, as the direct formula
+        inside = x[0, :, 1:3, 2:4].mean((1, 2))  # the bilinear centre of 4 pixels
+        torch.testing.assert_close(cols[2, 2, 0], inside)
+
+
 @pytest.mark.parametrize("needs", ["x", "T", "weight"])
 def test_padded_sampler_partial_gradients_in_float32(needs):
     # Only some inputs need a gradient (frozen layers); float32 channels-last input.

@@ -32,6 +32,21 @@ def test_a_seeds_rows_that_train_on_the_same_batches_share_a_worker(tmp_path):
     ]
 
 
+def test_the_last_group_is_split_by_trained_row_when_workers_would_idle(tmp_path):
+    jobs = _table4_jobs(tmp_path, seeds=(0, 1, 2))
+    groups = [[(jobs[i].row.name, jobs[i].seed) for i in g] for g in pool.group_jobs(jobs, workers=2)]
+    assert groups[-3:] == [[("baseline", 1), ("+guidance", 1)], [("baseline", 2)], [("+guidance", 2)]]
+    assert sorted(i for g in pool.group_jobs(jobs, workers=2) for i in g) == list(range(len(jobs)))
+    # A trained row keeps the row that reuses it.
+    paired = [j for j in jobs if j.row.name in ("+tradeoff", "+adaptive", "+scoring")]
+    groups = [[(paired[i].row.name, paired[i].seed) for i in g] for g in pool.group_jobs(paired, workers=2)]
+    assert groups[-2:] == [[("+tradeoff", 2)], [("+adaptive", 2), ("+scoring", 2)]]
+    # No split with as many workers as groups, nor with one worker.
+    one_seed = [j for j in jobs if j.seed == 0]
+    assert pool.group_jobs(one_seed, workers=2) == pool.group_jobs(one_seed) and len(pool.group_jobs(one_seed)) == 2
+    assert len(pool.group_jobs(jobs, workers=1)) == 6
+
+
 def test_a_reusing_row_without_its_trained_row_is_a_group_of_its_own(tmp_path):
     jobs = [j for j in _table4_jobs(tmp_path, seeds=(0,)) if j.row.name in ("baseline", "+scoring")]
     groups = [[jobs[i].row.name for i in g] for g in pool.group_jobs(jobs)]

@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
         wanted = notebooks.report_notebooks(definition, args.preset, seeds, args.overrides,
                                             run_root, report_dir, analysis=not args.no_analysis)
         started = time.time()
-        notebooks.run_report_notebooks(wanted, report_dir)
+        notebooks.run_report_notebooks(wanted, report_dir, workers=threads)
         print(f"report: {report_index.run_page(report_dir, since=started)}")
         report_index.root_page(args.reports)
     wall = {"command": "arkpose ablate " + " ".join(argv), "wall_s": round(time.perf_counter() - t_start, 1),

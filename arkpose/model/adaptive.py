@@ -14,13 +14,14 @@ when d = 1). Samples are bilinear with zeros outside the map. This is exactly to
 ``[dy_0, dx_0, ..., dy_8, dx_8] = T·G − G``.
 
 Implementation: the four bilinear corners of every (pixel, tap) are gathered and weighted in
-one ``F.embedding_bag`` call over the channels-last rows of the input, which gives the
-(N·H·W, 9·C) column matrix directly; one matmul with the kernel finishes the conv. On this
-CPU that is ~7x faster than ``grid_sample`` (which writes channels-first). Autograd's
-backward of that call sorts all 4·9·N·H·W indices and gathers per corner, so CPU training
-uses :class:`PaddedBilinear` instead: the same forward on a zero-padded table, and a
-hand-written backward (one sort of 9·N·H·W top-left corners, weighted segment sums for the
-input gradient, two gathers of the bilinear weight derivatives for the position gradient).
+one ``F.embedding_bag`` call over the rows of a zero-padded channels-last copy of the input
+(a corner outside the map reads a zero row, so no corner needs a mask of its own), which
+gives the (N·H·W, 9·C) column matrix directly; one matmul with the kernel finishes the conv.
+At 256 channels that is ~7x faster than ``grid_sample`` (which writes channels-first).
+Autograd's backward of that call sorts all 4·9·N·H·W indices and gathers per corner, so CPU
+training uses :class:`PaddedBilinear` instead: the same forward, and a hand-written backward
+(one sort of 9·N·H·W top-left corners, weighted segment sums for the input gradient, two
+gathers of the bilinear weight derivatives for the position gradient).
 The CPU training sampler is an argument (``sampler``, one of :data:`CPU_SAMPLERS`); every path
 is tested against a direct per-pixel loop. Sampling positions are computed in at least float32.
 """
@@ -71,33 +72,67 @@ def sampling_positions(transform: torch.Tensor, dilation: int = 1) -> tuple[torc
     return ys + dilation * gy + off_y, xs + dilation * gx + off_x
 
 
+def _padded_terms(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor):
+    """What bilinear sampling from a zero-padded channels-last table needs.
+
+    x: (N, C, H, W); pos_y, pos_x: (N, H, W, P). Returns ``table`` (N·(H+2)·(W+2), C) (x with a
+    zero border), ``q`` (S,) the table row of each sample's top-left corner (S = N·H·W·P),
+    ``ly``, ``lx`` (S,) the fractional parts, ``valid`` (S,) whether the corner lies in
+    [-1, H-1] x [-1, W-1], and ``weight`` (S, 4) the corners' bilinear weights (0 unless valid),
+    corners ordered (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1) (:func:`_weighted_corners`).
+    One clamp per coordinate and no per-corner masks: 1.6x faster than masking each corner.
+    """
+    n, c, h, w = x.shape
+    wp = w + 2
+    y0 = torch.floor(pos_y)
+    x0 = torch.floor(pos_x)
+    ly, lx = (pos_y - y0).reshape(-1), (pos_x - x0).reshape(-1)
+    valid = ((y0 >= -1) & (y0 <= h - 1) & (x0 >= -1) & (x0 <= w - 1)).reshape(-1)
+    base = (torch.arange(n, device=x.device) * ((h + 2) * wp)).view(n, 1, 1, 1)
+    # Clamped after the cast: a NaN or huge position casts to any integer (weight 0 or NaN
+    # then, as for any invalid sample), and the clamp keeps its row inside the table.
+    q = (base + (y0.long().clamp(-1, h - 1) + 1) * wp + x0.long().clamp(-1, w - 1) + 1).reshape(-1)
+    table = x.new_zeros(n, h + 2, wp, c)
+    table[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
+    m = valid.to(ly.dtype)
+    weight = _corner_products(((1 - ly) * m, ly * m), (1 - lx, lx))
+    return table.view(-1, c), q, ly, lx, valid, weight
+
+
+def _corner_products(along_y: tuple, along_x: tuple) -> torch.Tensor:
+    """(S, 4): ``along_y[i] * along_x[j]`` in corner order (i, j) = (0, 0), (0, 1), (1, 0),
+    (1, 1); each factor an (S,) tensor or a number, at least one of each pair a tensor.
+    Written column by column into one buffer: several times faster than stacking products
+    (stacked when autograd must see them: the "embedding_bag" sampler)."""
+    pairs = [(a, b) for a in along_y for b in along_x]
+    ref = next(v for v in along_y + along_x if isinstance(v, torch.Tensor))
+    if torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad
+                                       for v in along_y + along_x):
+        return torch.stack([a * b for a, b in pairs], -1)
+    out = torch.empty(ref.shape[0], 4, dtype=ref.dtype, device=ref.device)
+    for k, (a, b) in enumerate(pairs):
+        a, b = (b, a) if not isinstance(a, torch.Tensor) else (a, b)  # exact either way
+        torch.mul(a, b, out=out[:, k])
+    return out
+
+
+def _weighted_corners(table: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, width: int) -> torch.Tensor:
+    """(S, C): Σ_k weight[:, k] · table[q + shift_k] over the 4 corners of each sample, in a
+    table of padded rows ``width`` + 2 long (:func:`_padded_terms`)."""
+    index = q[:, None] + torch.tensor([0, 1, width + 2, width + 3], device=q.device)
+    return F.embedding_bag(index, table, per_sample_weights=weight.to(table.dtype), mode="sum")
+
+
 def bilinear_columns(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of ``x`` at P positions per pixel, zeros outside the map.
 
     x: (N, C, H, W); pos_y, pos_x: (N, H, W, P) absolute pixel positions.
     Returns (N, H·W, P·C), ordered (pixel, position, channel): the im2col matrix.
+    Differentiable by autograd (the "embedding_bag" sampler).
     """
     n, c, h, w = x.shape
-    p = pos_y.shape[-1]
-    y0 = torch.floor(pos_y)
-    x0 = torch.floor(pos_x)
-    ly, lx = pos_y - y0, pos_x - x0
-    y0, x0 = y0.long(), x0.long()
-    rows = []
-    weights = []
-    base = (torch.arange(n, device=x.device) * (h * w))[:, None, None, None]
-    for dy, wy in ((0, 1 - ly), (1, ly)):
-        for dx, wx in ((0, 1 - lx), (1, lx)):
-            yy, xx = y0 + dy, x0 + dx
-            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            # Outside corners point at any valid row with weight 0: zero padding.
-            rows.append(base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
-            weights.append(wy * wx * inside.to(x.dtype))
-    index = torch.stack(rows, -1).reshape(-1, 4)
-    weight = torch.stack(weights, -1).reshape(-1, 4).to(x.dtype)
-    table = x.permute(0, 2, 3, 1).reshape(n * h * w, c)  # free when x is channels_last
-    cols = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
-    return cols.view(n, h * w, p * c)
+    table, q, _, _, _, weight = _padded_terms(x, pos_y, pos_x)
+    return _weighted_corners(table, q, weight, w).view(n, h * w, pos_y.shape[-1] * c)
 
 
 def grid_sample_columns(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor) -> torch.Tensor:
@@ -129,24 +164,11 @@ class PaddedBilinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, pos_y, pos_x):
         n, c, h, w = x.shape
-        p = pos_y.shape[-1]
-        wp = w + 2
-        y0 = torch.floor(pos_y)
-        x0 = torch.floor(pos_x)
-        ly, lx = (pos_y - y0).reshape(-1), (pos_x - x0).reshape(-1)
-        valid = ((y0 >= -1) & (y0 <= h - 1) & (x0 >= -1) & (x0 <= w - 1)).reshape(-1)
-        base = (torch.arange(n, device=x.device) * ((h + 2) * wp)).view(n, 1, 1, 1)
-        q = (base + (y0.clamp(-1, h - 1).long() + 1) * wp + x0.clamp(-1, w - 1).long() + 1).reshape(-1)
-        table = x.new_zeros(n, h + 2, wp, c)
-        table[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
-        table = table.view(-1, c)
-        vy, vx = 1 - ly, 1 - lx
-        weight = torch.stack([vy * vx, vy * lx, ly * vx, ly * lx], -1) * valid[:, None]
-        index = q[:, None] + torch.tensor([0, 1, wp, wp + 1], device=x.device)
-        cols = F.embedding_bag(index, table, per_sample_weights=weight.to(x.dtype), mode="sum")
+        table, q, ly, lx, valid, weight = _padded_terms(x, pos_y, pos_x)
+        cols = _weighted_corners(table, q, weight, w)
         ctx.save_for_backward(table, q, ly, lx, valid, weight)
-        ctx.shape = (n, c, h, w, p)
-        return cols.view(n, h * w, p * c)
+        ctx.shape = (n, c, h, w, pos_y.shape[-1])
+        return cols.view(n, h * w, pos_y.shape[-1] * c)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -169,13 +191,13 @@ class PaddedBilinear(torch.autograd.Function):
                 padded[shift:] += part[: rows - shift]
             grad_x = padded.view(n, h + 2, wp, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            index = q[:, None] + torch.tensor(shifts, device=q.device)
             m = valid.to(ly.dtype)
             vy, vx, ly, lx = (1 - ly) * m, (1 - lx) * m, ly * m, lx * m
+            # ∂w/∂y = (-1, 1) ⊗ (vx, lx) and ∂w/∂x = (vy, ly) ⊗ (-1, 1), in corner order.
+            slopes = (_corner_products((-1, 1), (vx, lx)), _corner_products((vy, ly), (-1, 1)))
             grads = []
-            # ∂w/∂y and ∂w/∂x of the corners (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1).
-            for dw in (torch.stack([-vx, -lx, vx, lx], -1), torch.stack([-vy, vy, -ly, ly], -1)):
-                d = F.embedding_bag(index, table, per_sample_weights=dw.to(table.dtype), mode="sum")
+            for dw in slopes:
+                d = _weighted_corners(table, q, dw, w)
                 grads.append(torch.bmm(d.unsqueeze(1), grad.unsqueeze(2)).view(n, h, w, p).to(m.dtype))
             grad_y, grad_x_pos = grads
         return grad_x, grad_y, grad_x_pos
