@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs
 ONE_SEED = "seed variance unknown (1 seed)"
@@ -116,16 +117,20 @@ def _ap_batch(m: Matching, w: np.ndarray) -> np.ndarray:
     Only the true positives are visited: the precision envelope at a recall point is the
     largest precision at or after the first detection reaching that recall, which is a true
     positive, and a precision after a false positive never exceeds the one at the true
-    positive before it. All counts are sums of integer weights, so precision and recall are
-    the same floats COCOeval computes (tests/test_stats.py checks against its loop).
+    positive before it. The detections counted up to each true positive (true and false
+    positives; those matched to an ignored person are neither) are one sparse (hits x
+    images) count matrix times the image weights, cumulated over the hits: no (detections
+    x draws) array is made. Everything is laid out (draws, hits), so the cumulations run
+    along contiguous memory. All counts are sums of integer weights, so precision and recall
+    are the same floats COCOeval computes (tests/test_stats.py checks against its loop).
     """
     npig = w @ m.npig
     num_draws, (num_thr, num_dets) = len(w), m.tp.shape
     ap = np.zeros(num_draws)
     if num_dets == 0:
         return np.where(npig > 0, 0.0, np.nan)
-    wd = np.ascontiguousarray(w.T[m.det_image])  # (D, B): each detection's weight per draw
-    seen_all = np.cumsum(wd, axis=0)  # (D, B) detections up to here, ignored ones included
+    w = np.ascontiguousarray(w, dtype=np.float64)  # (B, I)
+    w_t = np.ascontiguousarray(w.T)  # (I, B), for the sparse product
     draw = np.arange(num_draws)
     # Per-draw recall searches in one call: complex numbers sort lexicographically, so
     # draw + 1j * recall is ascending when each draw's recall is (no float rounding).
@@ -136,20 +141,21 @@ def _ap_batch(m: Matching, w: np.ndarray) -> np.ndarray:
         hits = np.flatnonzero(m.tp[t])
         if len(hits) == 0:
             continue
-        tp = np.cumsum(wd[hits], axis=0)  # (P, B)
-        seen = seen_all[hits]
-        ignored = np.flatnonzero(~(m.tp[t] | m.fp[t]))
-        if len(ignored):  # matched to an ignored person: neither a true nor a false positive
-            before = np.vstack([np.zeros((1, num_draws)), np.cumsum(wd[ignored], axis=0)])
-            seen = seen - before[np.searchsorted(ignored, hits)]
+        tp = np.cumsum(w[:, m.det_image[hits]], axis=1)  # (B, P)
+        counted = np.flatnonzero(m.tp[t] | m.fp[t])
+        segment = np.searchsorted(hits, counted, side="left")  # the first hit at or after it
+        keep = segment < len(hits)
+        counts = sparse.csr_matrix((np.ones(int(keep.sum())), (segment[keep], m.det_image[counted[keep]])),
+                                   shape=(len(hits), w.shape[1]))
+        seen = np.cumsum(np.ascontiguousarray((counts @ w_t).T), axis=1)  # (B, P)
         precision = tp / (seen + np.spacing(1))  # COCOeval's tp / (tp + fp + eps)
-        envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
-        recall = (tp / safe_npig).T  # (B, P)
+        envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        recall = tp / safe_npig[:, None]
         keys = (draw[:, None] + 1j * recall).ravel()
         first = np.searchsorted(keys, queries, side="left").reshape(num_draws, -1)
         first -= draw[:, None] * len(hits)  # first true positive reaching each recall point
-        padded = np.vstack([envelope, np.zeros((1, num_draws))])  # recall never reached: 0
-        ap += padded[first, draw[:, None]].mean(axis=1)
+        padded = np.hstack([envelope, np.zeros((num_draws, 1))])  # recall never reached: 0
+        ap += np.take_along_axis(padded, first, axis=1).mean(axis=1)
     ap /= num_thr
     return np.where(npig > 0, ap, np.nan)
 
