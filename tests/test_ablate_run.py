@@ -167,8 +167,9 @@ def test_the_pool_launcher_gives_the_numbers_of_the_in_process_run(smoke_project
         monkeypatch.setenv(runtime.THREADS_ENV, "2")
         runtime.configure_threads()
     err = capsys.readouterr().err
-    assert "pool: 10 jobs in 4 groups, 2 worker process(es) of 2 thread(s)" in err
-    assert err.count("pool: done") == 4
+    # 2 seeds: 4 groups, the last split by trained row (baseline, +guidance of seed 1).
+    assert "pool: 10 jobs in 5 groups, 2 worker process(es) of 2 thread(s)" in err
+    assert err.count("pool: done") == 5
     root = tmp_path / "runs" / "table4-smoke"
     _assert_same_numbers(root, smoke_project)
     analysis = "plus-adaptive/seed-1/analysis/final/analysis.json"
