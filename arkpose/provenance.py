@@ -68,8 +68,10 @@ def run_inputs(cfg: config_lib.Config) -> dict[str, Any]:
     """Everything a training run's weights depend on (module doc)."""
     flat = {k: v for k, v in config_lib.flatten(cfg).items()
             if k not in NOT_IN_DIGEST and k.split(".")[0] not in NOT_IN_DIGEST}
-    if flat.get("model.init_backbone"):  # the weights, wherever the file lies
-        flat["model.init_backbone"] = "sha256:" + file_sha256(flat["model.init_backbone"])
+    if flat.get("model.init_backbone"):  # the backbone's weights, wherever the file lies
+        from arkpose.train.pretrained import backbone_sha256  # lazy: torch
+
+        flat["model.init_backbone"] = "backbone-sha256:" + backbone_sha256(flat["model.init_backbone"])
     return {"kind": "train", "arkpose": arkpose.__version__, "data": dataset_digest(cfg),
             "config": flat}
 

@@ -11,7 +11,7 @@ from tiny_config import tiny_train_config
 from arkpose import ablate, ablation_def, ablation_report, config, presets, provenance
 from arkpose import checkpoint as ckpt
 from arkpose.model import build_model
-from arkpose.train.pretrained import BackboneMismatch, load_backbone
+from arkpose.train.pretrained import BackboneMismatch, backbone_sha256, load_backbone
 
 
 def _save_model(path, model_cfg, seed):
@@ -44,17 +44,26 @@ def test_a_backbone_of_another_shape_is_refused_with_the_fix(tmp_path):
         load_backbone(model, tmp_path / "tiny.pt")
 
 
-def test_the_digest_holds_the_weights_not_the_path(synth_dir, tmp_path):
+def test_the_digest_holds_the_backbone_weights_not_the_path_nor_the_file(synth_dir, tmp_path):
     _save_model(tmp_path / "a.pt", presets.preset("smoke").model, seed=1)
     shutil.copy(tmp_path / "a.pt", tmp_path / "b.pt")
     _save_model(tmp_path / "c.pt", presets.preset("smoke").model, seed=2)
+    # The same backbone in another file: other heads, an optimizer state, another epoch.
+    state = ckpt.load_checkpoint(tmp_path / "a.pt")
+    state["model"] = {k: v if k.startswith("backbone.") else v + 1 for k, v in state["model"].items()}
+    ckpt.save_checkpoint(tmp_path / "d.pt", {**state, "epoch": 7, "optimizer": {"lr": 0.5}})
+    # One backbone number changed in the last bit.
+    first = next(k for k in state["model"] if k.startswith("backbone.") and state["model"][k].is_floating_point())
+    state["model"][first] = torch.nextafter(state["model"][first], torch.tensor(float("inf")))
+    ckpt.save_checkpoint(tmp_path / "e.pt", state)
     digests = []
-    for name in ("a.pt", "b.pt", "c.pt"):
+    for name in ("a.pt", "b.pt", "c.pt", "d.pt", "e.pt"):
         cfg = presets.preset("smoke")
         cfg.data.root = str(synth_dir)
         cfg.model.init_backbone = str(tmp_path / name)
         digests.append(provenance.digest(provenance.run_inputs(cfg)))
-    assert digests[0] == digests[1] != digests[2]
+    assert digests[0] == digests[1] == digests[3]
+    assert len({digests[0], digests[2], digests[4]}) == 3
 
 
 def test_an_ablation_trains_the_shared_backbone_first_and_every_row_starts_from_it(
@@ -88,7 +97,7 @@ def test_an_ablation_trains_the_shared_backbone_first_and_every_row_starts_from_
     assert trained == [("pretrain", ablate.PRETRAIN_SEED, 2, False, ""),
                        ("plain", 0, 1, False, backbone), ("guided", 0, 1, True, backbone),
                        ("plain", 1, 1, False, backbone), ("guided", 1, 1, True, backbone)]
-    sha = "sha256:" + provenance.file_sha256(backbone)
+    sha = "backbone-sha256:" + backbone_sha256(backbone)
     for folder in ("plain/seed-0", "guided/seed-1"):
         ident = provenance.read_identity(root / folder)
         assert ident["inputs"]["config"]["model.init_backbone"] == sha

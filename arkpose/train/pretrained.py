@@ -10,6 +10,9 @@ freshly initialised per seed, and the whole network trains.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -31,6 +34,25 @@ def backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise BackboneMismatch(f"model.init_backbone={path}: the checkpoint holds no backbone "
                                "weights; pass a last.pt written by arkpose train")
     return weights
+
+
+def backbone_sha256(path: str | Path) -> str:
+    """sha256 of what :func:`load_backbone` copies from checkpoint ``path``: each backbone
+    tensor's name, dtype, shape and bytes, in name order. Two runs that trained the same
+    weights give the same digest even though their files differ (optimizer, random states,
+    timings), so the rows started from them are reused. Cached per path, size and mtime."""
+    st = os.stat(path)
+    return _backbone_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _backbone_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(backbone_weights(path).items()):
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # a 0-d tensor has no byte view
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
 
 
 def load_backbone(model: torch.nn.Module, path: str | Path) -> None:
