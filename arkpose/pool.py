@@ -19,8 +19,9 @@ Threads: each worker runs ``ARKPOSE_THREADS // jobs`` threads (at least 1), what
 schedule, so a run's numbers do not depend on which worker ran it or when; they can differ
 in the last float bits from a run with another thread count (``done.json`` records the
 threads). Larger groups are started first, and the last group is split by trained row
-(both keep the last worker from running alone). A failing job stops the pool from starting new groups; the running ones
-finish (every step resumes), then the error is raised naming the job.
+(both keep the last worker from running alone). A failing job stops the pool from starting
+new groups; the running ones finish (every step resumes), then the error is raised naming
+the job.
 """
 
 from __future__ import annotations

@@ -52,10 +52,14 @@ def test_the_digest_holds_the_backbone_weights_not_the_path_nor_the_file(synth_d
     state = ckpt.load_checkpoint(tmp_path / "a.pt")
     state["model"] = {k: v if k.startswith("backbone.") else v + 1 for k, v in state["model"].items()}
     ckpt.save_checkpoint(tmp_path / "d.pt", {**state, "epoch": 7, "optimizer": {"lr": 0.5}})
-    # One backbone number changed in the last bit.
-    first = next(k for k in state["model"] if k.startswith("backbone.") and state["model"][k].is_floating_point())
-    state["model"][first] = torch.nextafter(state["model"][first], torch.tensor(float("inf")))
+    # One backbone tensor moved by one ulp; then its bytes kept under another shape.
+    first = next(k for k in state["model"] if k.startswith("backbone.") and state["model"][k].dim() == 4)
+    original = state["model"][first]
+    state["model"][first] = torch.nextafter(original, torch.tensor(float("inf")))
     ckpt.save_checkpoint(tmp_path / "e.pt", state)
+    state["model"][first] = original.reshape(original.shape[::-1])
+    ckpt.save_checkpoint(tmp_path / "f.pt", state)
+    assert backbone_sha256(tmp_path / "f.pt") != backbone_sha256(tmp_path / "a.pt")
     digests = []
     for name in ("a.pt", "b.pt", "c.pt", "d.pt", "e.pt"):
         cfg = presets.preset("smoke")

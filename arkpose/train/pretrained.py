@@ -49,9 +49,9 @@ def backbone_sha256(path: str | Path) -> str:
 def _backbone_sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(backbone_weights(path).items()):
-        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # a 0-d tensor has no byte view
         h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # a 0-d tensor has no byte view
+        h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
