@@ -116,10 +116,16 @@ def _corner_products(along_y: tuple, along_x: tuple) -> torch.Tensor:
     return out
 
 
+def _corner_shifts(width: int) -> tuple[int, int, int, int]:
+    """Table-row offsets of the 4 corners from the top-left one, in corner order, for padded
+    rows ``width`` + 2 long (:func:`_padded_terms`)."""
+    return (0, 1, width + 2, width + 3)
+
+
 def _weighted_corners(table: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, width: int) -> torch.Tensor:
-    """(S, C): Σ_k weight[:, k] · table[q + shift_k] over the 4 corners of each sample, in a
-    table of padded rows ``width`` + 2 long (:func:`_padded_terms`)."""
-    index = q[:, None] + torch.tensor([0, 1, width + 2, width + 3], device=q.device)
+    """(S, C): Σ_k weight[:, k] · table[q + shift_k] over the 4 corners of each sample
+    (:func:`_corner_shifts`)."""
+    index = q[:, None] + torch.tensor(_corner_shifts(width), device=q.device)
     return F.embedding_bag(index, table, per_sample_weights=weight.to(table.dtype), mode="sum")
 
 
@@ -178,7 +184,6 @@ class PaddedBilinear(torch.autograd.Function):
         wp = w + 2
         rows = table.shape[0]
         grad = grad_cols.to(table.dtype).reshape(-1, c).contiguous()  # (N·H·W·P, C)
-        shifts = (0, 1, wp, wp + 1)
         grad_x = grad_y = grad_x_pos = None
         if ctx.needs_input_grad[0]:
             order = torch.sort(q.int() if rows < 2**31 else q).indices  # int32 keys sort ~2x faster
@@ -186,7 +191,7 @@ class PaddedBilinear(torch.autograd.Function):
             offsets = counts.cumsum(0) - counts
             sorted_weight = weight.index_select(0, order).t().to(table.dtype).contiguous()  # (4, S)
             padded = torch.zeros_like(table)
-            for k, shift in enumerate(shifts):
+            for k, shift in enumerate(_corner_shifts(w)):
                 part = F.embedding_bag(order, grad, offsets, per_sample_weights=sorted_weight[k], mode="sum")
                 padded[shift:] += part[: rows - shift]
             grad_x = padded.view(n, h + 2, wp, c)[:, 1:-1, 1:-1].permute(0, 3, 1, 2)

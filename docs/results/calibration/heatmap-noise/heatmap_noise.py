@@ -37,8 +37,9 @@ def variance_split(run: Path) -> pd.DataFrame:
                          "se": 100 * se, "image_se": 100 * image_se, "not_images_share": 1 - image_se**2 / se**2})
 
 
-def per_seed(run: Path, quality: str, row: str, errors: pd.DataFrame | None = None, fixed: str | None = None):
-    p = pd.read_csv(run / "per_seed.csv")
+def per_seed(p: pd.DataFrame, quality: str, row: str, errors: pd.DataFrame | None = None,
+             fixed: str | None = None):
+    """AP of ``row`` per seed (``p``: a run's per_seed.csv), with the ``fixed`` error's gain."""
     ap = 100 * p[p.row == row].sort_values("seed")[f"{quality}_AP"].to_numpy()
     if fixed is None:
         return ap
@@ -51,17 +52,18 @@ def main() -> None:
     run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/ablations/table4-laptop")
     report = Path(sys.argv[2] if len(sys.argv) > 2 else "reports/table4-laptop")
     pd.set_option("display.width", 160)
+    seeds = pd.read_csv(run / "per_seed.csv")
     print("(1) Δ variance: image part and the rest (seeds and seed x image)\n",
           variance_split(run).round(2).to_string(index=False))
     print("\n(2) seed SD of AP per row\n", pd.DataFrame(
-        {q: [per_seed(run, q, r).std(ddof=1) for r in ROWS] for q in QUALITIES}, index=ROWS).round(2))
+        {q: [per_seed(seeds, q, r).std(ddof=1) for r in ROWS] for q in QUALITIES}, index=ROWS).round(2))
     errors = pd.read_csv(report / "fig4_errors_per_seed.csv")
     table = []
     for fixed in (None, "miss", "swap", "inversion", "jitter", "all"):
         line = {"fixed": fixed or "none"}
-        line.update({f"{r} sd": per_seed(run, "heatmap", r, errors, fixed).std(ddof=1) for r in ROWS})
-        line.update({f"Δ{b} sd": (per_seed(run, "heatmap", b, errors, fixed)
-                                  - per_seed(run, "heatmap", a, errors, fixed)).std(ddof=1)
+        line.update({f"{r} sd": per_seed(seeds, "heatmap", r, errors, fixed).std(ddof=1) for r in ROWS})
+        line.update({f"Δ{b} sd": (per_seed(seeds, "heatmap", b, errors, fixed)
+                                  - per_seed(seeds, "heatmap", a, errors, fixed)).std(ddof=1)
                      for a, b in zip(ROWS, ROWS[1:])})
         table.append(line)
     print("\n(3) heatmap quality, seed SDs with each error type fixed\n", pd.DataFrame(table).round(2).to_string(index=False))
